@@ -1,0 +1,143 @@
+//! The control protocol between `dscli` (or any client) and `flashd`: JSON lines over the
+//! site's `control.sock`, one [`Envelope`] per request line and one [`Response`] per reply
+//! line. Every message carries [`PROTOCOL_VERSION`]; a mismatch is refused, never guessed.
+//!
+//! Requests are typed engine operations: no DS CLI text crosses the socket. Multi-object
+//! requests return one [`ItemOutcome`] per object in input order, each succeeding or failing
+//! as a unit.
+
+use crate::error::Error;
+use crate::geometry::CapType;
+use crate::id::{ImageId, LssId, MachineType, PoolId, VolumeId};
+use crate::image::record::{LcuType, PoolRecord, Sam, StorageType, VolumeRecord};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Bumped on any incompatible change of [`Request`] or [`Response`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u32,
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Version handshake and site facts.
+    Hello,
+    ImageCreate { id: ImageId },
+    ImageList,
+    ImageRemove { id: ImageId },
+    PoolCreate { image: ImageId, name: String, rankgrp: u8, stgtype: StorageType, path: Option<PathBuf> },
+    PoolList { image: ImageId },
+    PoolRemove { image: ImageId, pool: PoolId },
+    /// `qty` consecutive LCUs from `first`, SSIDs from `ssid` upwards.
+    LcuCreate { image: ImageId, first: LssId, qty: u16, ssid: u16, lcutype: LcuType },
+    LcuRemove { image: ImageId, lcus: Vec<LssId> },
+    /// LSSs (FB, implicit) and LCUs (CKD) of an image.
+    LssList { image: ImageId },
+    VolumeCreate { image: ImageId, spec: VolumeSpec, volumes: Vec<(VolumeId, String)> },
+    VolumeList { image: ImageId },
+    /// Rename and/or grow. `grow` is the new capacity in the volume's own units.
+    VolumeChange { image: ImageId, volume: VolumeId, name: Option<String>, grow: Option<Capacity> },
+    VolumeRemove { image: ImageId, volumes: Vec<VolumeId>, safe: bool },
+    IoPortList { image: ImageId },
+    /// Orderly shutdown of the daemon (as SIGTERM).
+    Shutdown,
+}
+
+/// What kind of volume to make, and how big.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    pub pool: PoolId,
+    pub capacity: Capacity,
+    pub sam: Sam,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Capacity {
+    Fb { cap: u64, captype: CapType },
+    /// 3390 cylinders.
+    Ckd { cylinders: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Ok(Reply),
+    Err(Error),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    Hello { protocol: u32, daemon_version: String, home: PathBuf, io_backend: String },
+    Done,
+    /// One outcome per object, in input order.
+    Items(Vec<ItemOutcome>),
+    Images(Vec<ImageView>),
+    Pools(Vec<PoolView>),
+    Lss(Vec<LssView>),
+    Volumes(Vec<VolumeView>),
+    IoPorts(Vec<IoPortView>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemOutcome {
+    /// The object as the engine prints it (`1000`, `P4`, `10`).
+    pub object: String,
+    pub result: Result<(), Error>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageView {
+    pub id: ImageId,
+    pub machine: MachineType,
+    pub name: String,
+    pub unit: String,
+    pub model: String,
+    pub wwnn: String,
+    pub state: String,
+    pub created: i64,
+    pub volumes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolView {
+    pub record: PoolRecord,
+    /// Bytes the pool's filesystem or device holds in all.
+    pub capacity_bytes: u64,
+    /// Bytes still free there (statvfs, or unallocated device regions).
+    pub available_bytes: u64,
+    /// Sum of the pool's volume sizes (may exceed capacity with ese overcommit).
+    pub provisioned_bytes: u64,
+    /// Bytes the pool's volumes really occupy.
+    pub allocated_bytes: u64,
+    pub numvols: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LssView {
+    pub id: LssId,
+    pub stgtype: StorageType,
+    pub confgvols: usize,
+    /// CKD only.
+    pub ssid: Option<u16>,
+    pub lcutype: Option<LcuType>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeView {
+    pub record: VolumeRecord,
+    pub pool_name: String,
+    /// Bytes really allocated in the backing (sparse usage).
+    pub allocated_bytes: u64,
+    /// Open host sessions (NBD).
+    pub sessions: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IoPortView {
+    pub id: String,
+    pub wwpn: String,
+    pub state: String,
+}

@@ -1,0 +1,100 @@
+//! Engine errors: a small, stable set of kinds plus the object they concern.
+//!
+//! The engine never formats DS CLI messages; the cli crate maps each [`ErrorKind`] to a message
+//! ID and text in one table. Errors cross the control socket, so they are plain data (serde).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What went wrong, independent of wording. New kinds may be added; match with a wildcard.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// A request or ID that is malformed (caught by the engine after the client's own checks).
+    InvalidArgument,
+    ImageNotFound,
+    ImageExists,
+    /// The storage image still holds volumes or pools with volumes.
+    ImageHasVolumes,
+    PoolNotFound,
+    PoolExists,
+    PoolHasVolumes,
+    /// FB volume in a CKD pool or the other way round.
+    PoolTypeMismatch,
+    /// The LSS's parity (server) does not match the pool's rank group.
+    PoolRankGroupMismatch,
+    /// The pool path is neither a directory nor a block device, or cannot be used.
+    PoolPathInvalid,
+    /// LSS outside the range of the image's machine type.
+    LssOutOfRange,
+    /// FB and CKD in one address group.
+    AddressGroupType,
+    LcuNotFound,
+    LcuExists,
+    LcuHasVolumes,
+    VolumeNotFound,
+    VolumeExists,
+    /// The volume is in use (open host sessions, copy relationships) and cannot be changed.
+    VolumeInUse,
+    CapacityZero,
+    /// The capacity does not fit the pool (or exceeds the architectural maximum).
+    CapacityTooLarge,
+    /// A resize would shrink the volume.
+    ShrinkNotAllowed,
+    /// A block device already used by another program or volume.
+    DeviceInUse,
+    /// A block device with a mounted filesystem.
+    DeviceMounted,
+    /// The site home is owned by another running flashd.
+    HomeLocked,
+    /// A flashd runs on this home: the operation must go through its control socket.
+    DaemonRunning,
+    /// Client and daemon (or on-disk format) speak different versions.
+    VersionMismatch,
+    /// On-disk metadata failed validation; left in place for the user.
+    Corrupt,
+    /// The request cannot be served by this build or configuration.
+    Unsupported,
+    NoSpace,
+    Io,
+    /// The daemon is shutting down.
+    ShuttingDown,
+}
+
+/// An engine error: a kind, the object it concerns (as the engine prints IDs) and a detail
+/// for logs and for messages that want a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub object: String,
+    pub detail: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, object: impl fmt::Display, detail: impl Into<String>) -> Self {
+        Error { kind, object: object.to_string(), detail: detail.into() }
+    }
+
+    /// An I/O error with the path or object it happened on.
+    pub fn io(object: impl fmt::Display, err: &std::io::Error) -> Self {
+        let kind = match err.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::NoSpace,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, object, err.to_string())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.object.is_empty() {
+            write!(f, "{:?}: {}", self.kind, self.detail)
+        } else {
+            write!(f, "{:?} {}: {}", self.kind, self.object, self.detail)
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,124 @@
+//! Catalog records: the persistent description of a storage image, its pools, LCUs and
+//! volumes. Plain serde data; the catalog module makes them crash safe.
+
+use crate::geometry::{CapType, Geometry};
+use crate::id::{ImageId, LssId, PoolId, VolumeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Fixed block (open systems) or count-key-data (System z).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StorageType {
+    Fb,
+    Ckd,
+}
+
+/// Storage allocation method: `standard` is fully allocated (fallocate), `ese` stays sparse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sam {
+    Standard,
+    Ese,
+}
+
+/// LCU emulation type (`mklcu -lcutype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LcuType {
+    T3990_3,
+    T3990Tpf,
+    T3990_6,
+    Bs2000,
+}
+
+/// Where a pool's volumes live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolLocation {
+    /// A directory: one sparse file per volume. `created` = flashtrack made the directory
+    /// (and may remove it with the pool).
+    Directory { path: PathBuf, created: bool },
+    /// A block device, opened O_EXCL by flashd; volumes are contiguous regions of it.
+    Device { path: PathBuf },
+}
+
+impl PoolLocation {
+    pub fn path(&self) -> &PathBuf {
+        match self {
+            PoolLocation::Directory { path, .. } | PoolLocation::Device { path } => path,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    pub id: PoolId,
+    pub name: String,
+    pub rankgrp: u8,
+    pub stgtype: StorageType,
+    pub location: PoolLocation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LcuRecord {
+    pub id: LssId,
+    /// Subsystem ID, 0x0001-0xFFFF.
+    pub ssid: u16,
+    pub lcutype: LcuType,
+}
+
+/// Where a volume's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackingRecord {
+    /// A file flashtrack created in a directory pool.
+    File { path: PathBuf },
+    /// A region `[offset, offset + geometry.size_bytes())` of a device pool.
+    Device { path: PathBuf, offset: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub id: VolumeId,
+    pub name: String,
+    pub pool: PoolId,
+    pub geometry: Geometry,
+    /// How the FB capacity was given; None for CKD.
+    pub captype: Option<CapType>,
+    pub sam: Sam,
+    pub backing: BackingRecord,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+impl VolumeRecord {
+    pub fn stgtype(&self) -> StorageType {
+        match self.geometry {
+            Geometry::Fb { .. } => StorageType::Fb,
+            Geometry::Ckd { .. } => StorageType::Ckd,
+        }
+    }
+}
+
+/// One storage image: everything its catalog file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub id: ImageId,
+    pub name: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub pools: BTreeMap<PoolId, PoolRecord>,
+    pub lcus: BTreeMap<LssId, LcuRecord>,
+    pub volumes: BTreeMap<VolumeId, VolumeRecord>,
+}
+
+impl ImageRecord {
+    /// The storage type an address group holds, decided by its first volume or LCU.
+    pub fn addrgrp_type(&self, addrgrp: u8) -> Option<StorageType> {
+        if self.lcus.keys().any(|l| l.addrgrp() == addrgrp) {
+            return Some(StorageType::Ckd);
+        }
+        self.volumes.values().find(|v| v.id.lss().addrgrp() == addrgrp).map(|v| v.stgtype())
+    }
+
+    pub fn volumes_in_pool(&self, pool: PoolId) -> impl Iterator<Item = &VolumeRecord> {
+        self.volumes.values().filter(move |v| v.pool == pool)
+    }
+}

@@ -10,6 +10,7 @@ pub mod id;
 pub mod image;
 pub mod io;
 pub mod nbd;
+pub mod site;
 pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};

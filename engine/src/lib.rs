@@ -3,6 +3,7 @@
 //! The library holds all behaviour; the binaries in the `flashtrack-cli` package are thin
 //! clients of it. See ARCHITECTURE.md at the top of the repository for the map.
 
+pub mod bitmap;
 pub mod control;
 pub mod error;
 pub mod geometry;

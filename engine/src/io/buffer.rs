@@ -38,13 +38,10 @@ impl AlignedBuf {
     pub fn new(len: usize, align: usize) -> AlignedBuf {
         // The allocator must not see a zero-size layout: allocate at least one unit.
         let size = len.max(1).next_multiple_of(align.max(1));
-        let layout = Layout::from_size_align(size, align)
-            .expect("aligned buffer: alignment must be a power of two");
+        let layout = Layout::from_size_align(size, align).expect("aligned buffer: alignment must be a power of two");
         // SAFETY: layout.size() >= 1, as alloc_zeroed requires.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout)
-        };
+        let Some(ptr) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
         AlignedBuf { ptr, len, layout }
     }
 
@@ -79,10 +76,7 @@ impl Drop for AlignedBuf {
 
 impl fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AlignedBuf")
-            .field("len", &self.len)
-            .field("align", &self.layout.align())
-            .finish()
+        f.debug_struct("AlignedBuf").field("len", &self.len).field("align", &self.layout.align()).finish()
     }
 }
 

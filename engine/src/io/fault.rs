@@ -14,6 +14,7 @@
 use super::buffer::{AlignedBuf, DIRECT_ALIGN};
 use super::{IoEngine, IoKind};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io;
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -44,32 +45,17 @@ pub struct FaultRule {
 impl FaultRule {
     /// Fail the next `n` calls of `op` on any descriptor.
     pub fn next(op: FaultOp, n: u64, errno: i32) -> FaultRule {
-        FaultRule {
-            op,
-            fd: None,
-            range: None,
-            remaining: Some(n),
-            errno,
-        }
+        FaultRule { op, fd: None, range: None, remaining: Some(n), errno }
     }
 
     /// Fail every call of `op` on `fd` (for Sync: every sync of `fd`).
     pub fn on_fd(op: FaultOp, fd: BorrowedFd<'_>, errno: i32) -> FaultRule {
-        FaultRule {
-            op,
-            fd: Some(fd.as_raw_fd()),
-            range: None,
-            remaining: None,
-            errno,
-        }
+        FaultRule { op, fd: Some(fd.as_raw_fd()), range: None, remaining: None, errno }
     }
 
     /// Fail every call of `op` on `fd` whose byte range overlaps `range`.
     pub fn range(op: FaultOp, fd: BorrowedFd<'_>, range: Range<u64>, errno: i32) -> FaultRule {
-        FaultRule {
-            range: Some(range),
-            ..FaultRule::on_fd(op, fd, errno)
-        }
+        FaultRule { range: Some(range), ..FaultRule::on_fd(op, fd, errno) }
     }
 
     /// Only the first `n` matching calls fail.
@@ -83,11 +69,7 @@ impl FaultRule {
         let end = at.end.max(at.start + 1);
         self.op == op
             && self.fd.is_none_or(|f| f == fd)
-            && (op == FaultOp::Sync
-                || self
-                    .range
-                    .as_ref()
-                    .is_none_or(|r| r.start < end && at.start < r.end))
+            && (op == FaultOp::Sync || self.range.as_ref().is_none_or(|r| r.start < end && at.start < r.end))
     }
 }
 
@@ -124,28 +106,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn file_key(fd: BorrowedFd<'_>) -> io::Result<(FileKey, bool, u64)> {
     let st = rustix::fs::fstat(fd)?;
-    let regular =
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+    let regular = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
     Ok(((st.st_dev, st.st_ino), regular, st.st_size as u64))
 }
 
 impl FaultEngine {
     /// Error injection only.
     pub fn new(inner: Arc<dyn IoEngine>) -> FaultEngine {
-        FaultEngine {
-            inner,
-            rules: Mutex::new(Vec::new()),
-            power: None,
-            off: AtomicBool::new(false),
-        }
+        FaultEngine { inner, rules: Mutex::new(Vec::new()), power: None, off: AtomicBool::new(false) }
     }
 
     /// Error injection plus power-loss tracking.
     pub fn with_power_loss(inner: Arc<dyn IoEngine>) -> FaultEngine {
-        FaultEngine {
-            power: Some(Mutex::new(HashMap::new())),
-            ..FaultEngine::new(inner)
-        }
+        FaultEngine { power: Some(Mutex::new(HashMap::new())), ..FaultEngine::new(inner) }
     }
 
     pub fn inject(&self, rule: FaultRule) {
@@ -164,12 +137,7 @@ impl FaultEngine {
         };
         Ok(lock(power)
             .get(&key)
-            .map(|t| {
-                t.undo
-                    .iter()
-                    .map(|(off, b)| *off..*off + b.len() as u64)
-                    .collect()
-            })
+            .map(|t| t.undo.iter().map(|(off, b)| *off..*off + b.len() as u64).collect())
             .unwrap_or_default())
     }
 
@@ -178,10 +146,7 @@ impl FaultEngine {
     pub fn power_loss(&self) -> io::Result<()> {
         self.off.store(true, Ordering::SeqCst);
         let Some(power) = &self.power else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "FaultEngine built without power-loss tracking",
-            ));
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "FaultEngine built without power-loss tracking"));
         };
         let mut files = lock(power);
         for (_, t) in files.drain() {
@@ -207,10 +172,7 @@ impl FaultEngine {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         let mut rules = lock(&self.rules);
-        let Some(i) = rules
-            .iter()
-            .position(|r| r.matches(op, fd.as_raw_fd(), &at))
-        else {
+        let Some(i) = rules.iter().position(|r| r.matches(op, fd.as_raw_fd(), &at)) else {
             return Ok(());
         };
         let errno = rules[i].errno;
@@ -237,21 +199,11 @@ impl FaultEngine {
         };
         let mut files = lock(power);
         let (key, regular, size) = file_key(fd)?;
-        if !files.contains_key(&key) {
-            let t = Tracked {
-                fd: fd.try_clone_to_owned()?,
-                regular,
-                synced_len: size,
-                undo: Vec::new(),
-            };
-            files.insert(key, t);
+        if let Entry::Vacant(slot) = files.entry(key) {
+            slot.insert(Tracked { fd: fd.try_clone_to_owned()?, regular, synced_len: size, undo: Vec::new() });
         }
         // Only the part inside the current file matters: beyond it, truncation restores.
-        let keep = if regular {
-            len.min(size.saturating_sub(offset))
-        } else {
-            len
-        };
+        let keep = if regular { len.min(size.saturating_sub(offset)) } else { len };
         if keep > 0 {
             let n = usize::try_from(keep).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
             // Aligned so the pre-image read also works on O_DIRECT descriptors.
@@ -277,9 +229,7 @@ impl IoEngine for FaultEngine {
 
     fn write_at(&self, fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check(FaultOp::Write, fd, offset..offset + buf.len() as u64)?;
-        self.tracked(fd, offset, buf.len() as u64, || {
-            self.inner.write_at(fd, buf, offset)
-        })
+        self.tracked(fd, offset, buf.len() as u64, || self.inner.write_at(fd, buf, offset))
     }
 
     fn sync_data(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -313,10 +263,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     fn engines() -> Vec<Arc<dyn IoEngine>> {
-        vec![
-            Arc::new(SyncEngine),
-            Arc::new(UringEngine::new(32).expect("uring")),
-        ]
+        vec![Arc::new(SyncEngine), Arc::new(UringEngine::new(32).expect("uring"))]
     }
 
     fn errno(r: io::Result<()>) -> Option<i32> {
@@ -330,8 +277,7 @@ mod tests {
         e.inject(FaultRule::next(FaultOp::Write, 2, libc::EIO));
         assert_eq!(errno(e.write_at(f.as_fd(), b"a", 0)), Some(libc::EIO));
         assert_eq!(errno(e.write_at(f.as_fd(), b"a", 0)), Some(libc::EIO));
-        e.write_at(f.as_fd(), b"abc", 0)
-            .expect("third write succeeds");
+        e.write_at(f.as_fd(), b"abc", 0).expect("third write succeeds");
         // A failed write wrote nothing.
         assert_eq!(f.metadata().expect("stat").len(), 3);
         e.inject(FaultRule::next(FaultOp::Sync, 1, libc::EIO));
@@ -340,11 +286,7 @@ mod tests {
         // Batches go through the same checks.
         e.inject(FaultRule::next(FaultOp::Read, 1, libc::EIO));
         let mut buf = [0u8; 3];
-        let res = e.submit_batch(&mut [Op::Read {
-            fd: f.as_fd(),
-            offset: 0,
-            buf: &mut buf,
-        }]);
+        let res = e.submit_batch(&mut [Op::Read { fd: f.as_fd(), offset: 0, buf: &mut buf }]);
         assert!(res[0].is_err());
     }
 
@@ -352,26 +294,13 @@ mod tests {
     fn range_rules_match_fd_and_offsets() {
         let e = FaultEngine::new(Arc::new(SyncEngine));
         let (f, g) = (temp_file(), temp_file());
-        e.inject(FaultRule::range(
-            FaultOp::Write,
-            f.as_fd(),
-            4096..8192,
-            libc::ENOSPC,
-        ));
+        e.inject(FaultRule::range(FaultOp::Write, f.as_fd(), 4096..8192, libc::ENOSPC));
         e.write_at(f.as_fd(), &[1; 4096], 0).expect("below range");
-        e.write_at(f.as_fd(), &[1; 4096], 8192)
-            .expect("above range");
+        e.write_at(f.as_fd(), &[1; 4096], 8192).expect("above range");
         e.write_at(g.as_fd(), &[1; 4096], 4096).expect("other fd");
-        assert_eq!(
-            errno(e.write_at(f.as_fd(), &[1; 2], 4095)),
-            Some(libc::ENOSPC)
-        );
-        assert_eq!(
-            errno(e.write_at(f.as_fd(), &[1; 1], 8191)),
-            Some(libc::ENOSPC)
-        );
-        e.read_at(f.as_fd(), &mut [0; 10], 5000)
-            .expect("reads unaffected");
+        assert_eq!(errno(e.write_at(f.as_fd(), &[1; 2], 4095)), Some(libc::ENOSPC));
+        assert_eq!(errno(e.write_at(f.as_fd(), &[1; 1], 8191)), Some(libc::ENOSPC));
+        e.read_at(f.as_fd(), &mut [0; 10], 5000).expect("reads unaffected");
         e.clear_faults();
         e.write_at(f.as_fd(), &[1; 4096], 4096).expect("cleared");
 
@@ -380,8 +309,7 @@ mod tests {
         e.read_at(g.as_fd(), &mut [0; 1], 0).expect("only once");
         e.inject(FaultRule::on_fd(FaultOp::Punch, g.as_fd(), libc::EIO));
         assert_eq!(errno(e.punch_hole(g.as_fd(), 0, 4096)), Some(libc::EIO));
-        e.zero_range(g.as_fd(), 0, 4096)
-            .expect("zero is a different op");
+        e.zero_range(g.as_fd(), 0, 4096).expect("zero is a different op");
     }
 
     #[test]
@@ -396,10 +324,8 @@ mod tests {
 
             // Unsynced changes: overwrite, overwrite again, extend, punch, zero.
             e.write_at(f.as_fd(), &pattern(2, 5000), 1000).expect("w1");
-            e.write_at(f.as_fd(), &pattern(3, 5000), 3000)
-                .expect("w2 overlaps w1");
-            e.write_at(f.as_fd(), &pattern(4, 50_000), 90_000)
-                .expect("extend");
+            e.write_at(f.as_fd(), &pattern(3, 5000), 3000).expect("w2 overlaps w1");
+            e.write_at(f.as_fd(), &pattern(4, 50_000), 90_000).expect("extend");
             e.punch_hole(f.as_fd(), 0, 65_536).expect("punch");
             e.zero_range(f.as_fd(), 70_000, 100).expect("zero");
             assert_eq!(e.unsynced(f.as_fd()).expect("unsynced").len(), 5);
@@ -435,9 +361,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_with_tracking() {
-        let e = Arc::new(FaultEngine::with_power_loss(Arc::new(
-            UringEngine::new(32).expect("uring"),
-        )));
+        let e = Arc::new(FaultEngine::with_power_loss(Arc::new(UringEngine::new(32).expect("uring"))));
         let f = Arc::new(temp_file());
         f.write_all_at(&[9; 8 * 4096], 0).expect("seed");
         e.sync_data(f.as_fd()).expect("sync");
@@ -446,8 +370,7 @@ mod tests {
                 let (e, f) = (Arc::clone(&e), Arc::clone(&f));
                 std::thread::spawn(move || {
                     for i in 0..20u64 {
-                        e.write_at(f.as_fd(), &pattern(t * 100 + i, 4096), t * 4096)
-                            .expect("write");
+                        e.write_at(f.as_fd(), &pattern(t * 100 + i, 4096), t * 4096).expect("write");
                     }
                 })
             })

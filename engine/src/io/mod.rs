@@ -67,26 +67,12 @@ pub trait IoEngine: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub enum Op<'a> {
     /// Fill `buf` from `offset` (zero past end of file), like [`IoEngine::read_at`].
-    Read {
-        fd: BorrowedFd<'a>,
-        offset: u64,
-        buf: &'a mut [u8],
-    },
+    Read { fd: BorrowedFd<'a>, offset: u64, buf: &'a mut [u8] },
     /// Write all of `buf` at `offset`.
-    Write {
-        fd: BorrowedFd<'a>,
-        offset: u64,
-        buf: &'a [u8],
-    },
+    Write { fd: BorrowedFd<'a>, offset: u64, buf: &'a [u8] },
     /// Copy `buf.len()` bytes from `src` at `src_offset` to `dst` at `dst_offset` through
     /// `buf` (a linked read -> write pair on io_uring). The read part zero-fills past EOF.
-    Copy {
-        src: BorrowedFd<'a>,
-        src_offset: u64,
-        dst: BorrowedFd<'a>,
-        dst_offset: u64,
-        buf: &'a mut [u8],
-    },
+    Copy { src: BorrowedFd<'a>, src_offset: u64, dst: BorrowedFd<'a>, dst_offset: u64, buf: &'a mut [u8] },
 }
 
 /// Run one [`Op`] with the blocking calls of `engine` (the default batch path and the
@@ -95,13 +81,7 @@ pub(crate) fn run_op<E: IoEngine + ?Sized>(engine: &E, op: &mut Op<'_>) -> io::R
     match op {
         Op::Read { fd, offset, buf } => engine.read_at(*fd, buf, *offset).map(|()| buf.len()),
         Op::Write { fd, offset, buf } => engine.write_at(*fd, buf, *offset).map(|()| buf.len()),
-        Op::Copy {
-            src,
-            src_offset,
-            dst,
-            dst_offset,
-            buf,
-        } => {
+        Op::Copy { src, src_offset, dst, dst_offset, buf } => {
             engine.read_at(*src, buf, *src_offset)?;
             engine.write_at(*dst, buf, *dst_offset).map(|()| buf.len())
         }

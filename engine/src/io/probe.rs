@@ -30,21 +30,14 @@ pub fn select_with(forced: Option<&str>) -> Result<Arc<dyn IoEngine>, String> {
             }
         },
         Some("uring") => Arc::new(
-            UringEngine::new(DEFAULT_ENTRIES)
-                .map_err(|e| format!("{ENV}=uring but io_uring is unavailable: {e}"))?,
+            UringEngine::new(DEFAULT_ENTRIES).map_err(|e| format!("{ENV}=uring but io_uring is unavailable: {e}"))?,
         ),
         Some("sync") => Arc::new(SyncEngine),
         Some(other) => {
-            return Err(format!(
-                "{ENV}={other:?} is not valid; use \"uring\" or \"sync\""
-            ));
+            return Err(format!("{ENV}={other:?} is not valid; use \"uring\" or \"sync\""));
         }
     };
-    let how = if forced.is_some_and(|f| !f.trim().is_empty()) {
-        "forced by FLASHTRACK_IO"
-    } else {
-        "probed"
-    };
+    let how = if forced.is_some_and(|f| !f.trim().is_empty()) { "forced by FLASHTRACK_IO" } else { "probed" };
     tracing::info!("I/O engine: {} ({how})", engine.kind());
     Ok(engine)
 }
@@ -56,28 +49,16 @@ mod tests {
 
     #[test]
     fn forced_choices() {
-        assert_eq!(
-            select_with(Some("sync")).expect("sync").kind(),
-            IoKind::Sync
-        );
-        assert_eq!(
-            select_with(Some("uring")).expect("uring works here").kind(),
-            IoKind::Uring
-        );
+        assert_eq!(select_with(Some("sync")).expect("sync").kind(), IoKind::Sync);
+        assert_eq!(select_with(Some("uring")).expect("uring works here").kind(), IoKind::Uring);
         let err = select_with(Some("aio")).expect_err("unknown value");
-        assert!(
-            err.contains("FLASHTRACK_IO") && err.contains("aio"),
-            "{err}"
-        );
+        assert!(err.contains("FLASHTRACK_IO") && err.contains("aio"), "{err}");
     }
 
     #[test]
     fn probe_prefers_uring() {
         // machine.md §1: io_uring works on this machine, so the probe must pick it.
         assert_eq!(select_with(None).expect("probe").kind(), IoKind::Uring);
-        assert_eq!(
-            select_with(Some("")).expect("empty = unset").kind(),
-            IoKind::Uring
-        );
+        assert_eq!(select_with(Some("")).expect("empty = unset").kind(), IoKind::Uring);
     }
 }

@@ -72,10 +72,7 @@ impl IoEngine for SyncEngine {
             let end = buf.len().min(done + MAX_IO);
             let n = retry(|| rustix::io::pwrite(fd, &buf[done..end], offset + done as u64))?;
             if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "pwrite wrote 0 bytes",
-                ));
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote 0 bytes"));
             }
             done += n;
         }
@@ -87,23 +84,11 @@ impl IoEngine for SyncEngine {
     }
 
     fn punch_hole(&self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-        fallocate_or_zero(
-            self,
-            fd,
-            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-            offset,
-            len,
-        )
+        fallocate_or_zero(self, fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, len)
     }
 
     fn zero_range(&self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-        fallocate_or_zero(
-            self,
-            fd,
-            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
-            offset,
-            len,
-        )
+        fallocate_or_zero(self, fd, FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE, offset, len)
     }
 }
 

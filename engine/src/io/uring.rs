@@ -69,10 +69,7 @@ impl Shared {
         debug_assert!(n <= self.slots.len());
         let mut free = lock(&self.free);
         while free.len() < n {
-            free = self
-                .freed
-                .wait(free)
-                .unwrap_or_else(PoisonError::into_inner);
+            free = self.freed.wait(free).unwrap_or_else(PoisonError::into_inner);
         }
         let at = free.len() - n;
         out.extend(free.drain(at..));
@@ -119,12 +116,7 @@ impl Shared {
         loop {
             match self.ring.submit() {
                 Ok(_) => return,
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                    ) =>
-                {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
                     std::thread::yield_now();
                 }
                 Err(e) => {
@@ -151,10 +143,7 @@ impl Shared {
     }
 
     fn complete(&self, user_data: u64, res: i32) {
-        let Some(s) = usize::try_from(user_data)
-            .ok()
-            .and_then(|i| self.slots.get(i))
-        else {
+        let Some(s) = usize::try_from(user_data).ok().and_then(|i| self.slots.get(i)) else {
             tracing::error!("io_uring completion with unknown user_data {user_data}");
             return;
         };
@@ -202,9 +191,7 @@ pub struct UringEngine {
 
 impl std::fmt::Debug for UringEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringEngine")
-            .field("entries", &self.shared.slots.len())
-            .finish()
+        f.debug_struct("UringEngine").field("entries", &self.shared.slots.len()).finish()
     }
 }
 
@@ -226,14 +213,8 @@ impl UringEngine {
         let ring = build(true).or_else(|_| build(false))?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        if let Some((_, name)) = REQUIRED_OPS
-            .iter()
-            .find(|(code, _)| !probe.is_supported(*code))
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("io_uring lacks {name}"),
-            ));
+        if let Some((_, name)) = REQUIRED_OPS.iter().find(|(code, _)| !probe.is_supported(*code)) {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {name}")));
         }
         let sq_entries = ring.params().sq_entries() as usize;
         let shared = Arc::new(Shared {
@@ -245,14 +226,9 @@ impl UringEngine {
         });
         let reaper = {
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("flashtrack-uring".into())
-                .spawn(move || reap(shared))?
+            std::thread::Builder::new().name("flashtrack-uring".into()).spawn(move || reap(shared))?
         };
-        let engine = UringEngine {
-            shared,
-            reaper: Some(reaper),
-        };
+        let engine = UringEngine { shared, reaper: Some(reaper) };
         // One round trip proves the ring really works (a seccomp filter may allow setup but
         // not enter).
         // SAFETY: a NOP references no memory.
@@ -306,14 +282,7 @@ impl UringEngine {
         }
         let raw = types::Fd(fd.as_raw_fd());
         // SAFETY: FALLOCATE references no memory; `fd` is borrowed for the whole call.
-        let res = unsafe {
-            self.run_retry(|| {
-                opcode::Fallocate::new(raw, len)
-                    .offset(offset)
-                    .mode(mode)
-                    .build()
-            })
-        };
+        let res = unsafe { self.run_retry(|| opcode::Fallocate::new(raw, len).offset(offset).mode(mode).build()) };
         match res {
             Err(e) if is_unsupported(&e) => write_zeroes(self, fd, offset, len),
             other => other.map(drop),
@@ -336,13 +305,7 @@ impl UringEngine {
                     .build()
                     .user_data(u64::from(slots[0])),
             ),
-            Op::Copy {
-                src,
-                src_offset,
-                dst,
-                dst_offset,
-                buf,
-            } => {
+            Op::Copy { src, src_offset, dst, dst_offset, buf } => {
                 // IO_LINK: the write starts only after the read completed in full; a short
                 // or failed read cancels it (ECANCELED) and the fallback below finishes.
                 out.push(
@@ -389,12 +352,7 @@ impl UringEngine {
                 r if transient(-r) => run_op(self, op),
                 r => err(r),
             },
-            Op::Copy {
-                dst,
-                dst_offset,
-                buf,
-                ..
-            } => {
+            Op::Copy { dst, dst_offset, buf, .. } => {
                 let len = buf.len();
                 match (res[0], res[1]) {
                     (r, _) if r < 0 && !transient(-r) => err(r),
@@ -463,8 +421,7 @@ impl IoEngine for UringEngine {
             let at = offset + done as u64;
             // SAFETY: `rest` is exclusively borrowed from `buf` for the whole call and
             // run_retry returns only after the completion.
-            let n =
-                unsafe { self.run_retry(|| opcode::Read::new(raw, ptr, len).offset(at).build())? };
+            let n = unsafe { self.run_retry(|| opcode::Read::new(raw, ptr, len).offset(at).build())? };
             if n == 0 {
                 // End of file: the rest reads as zero.
                 buf[done..].fill(0);
@@ -484,13 +441,9 @@ impl IoEngine for UringEngine {
             let at = offset + done as u64;
             // SAFETY: `rest` is borrowed from `buf` for the whole call and run_retry
             // returns only after the completion.
-            let n =
-                unsafe { self.run_retry(|| opcode::Write::new(raw, ptr, len).offset(at).build())? };
+            let n = unsafe { self.run_retry(|| opcode::Write::new(raw, ptr, len).offset(at).build())? };
             if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "io_uring write wrote 0 bytes",
-                ));
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "io_uring write wrote 0 bytes"));
             }
             done += n as usize;
         }
@@ -500,32 +453,15 @@ impl IoEngine for UringEngine {
     fn sync_data(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         let raw = types::Fd(fd.as_raw_fd());
         // SAFETY: FSYNC references no memory; `fd` is borrowed for the whole call.
-        unsafe {
-            self.run_retry(|| {
-                opcode::Fsync::new(raw)
-                    .flags(types::FsyncFlags::DATASYNC)
-                    .build()
-            })
-        }
-        .map(drop)
+        unsafe { self.run_retry(|| opcode::Fsync::new(raw).flags(types::FsyncFlags::DATASYNC).build()) }.map(drop)
     }
 
     fn punch_hole(&self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-        self.fallocate(
-            fd,
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset,
-            len,
-        )
+        self.fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
     }
 
     fn zero_range(&self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-        self.fallocate(
-            fd,
-            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-            offset,
-            len,
-        )
+        self.fallocate(fd, libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
     }
 
     fn submit_batch(&self, ops: &mut [Op<'_>]) -> Vec<io::Result<usize>> {
@@ -619,16 +555,11 @@ mod tests {
     /// would keep the ring fd open; count the process's threads).
     #[test]
     fn drop_joins_reaper() {
-        let threads = || {
-            std::fs::read_dir("/proc/self/task")
-                .map(|d| d.count())
-                .unwrap_or(0)
-        };
+        let threads = || std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
         for _ in 0..20 {
             let e = engine();
             let f = conformance::temp_file();
-            e.write_at(std::os::fd::AsFd::as_fd(&f), b"abc", 0)
-                .expect("write");
+            e.write_at(std::os::fd::AsFd::as_fd(&f), b"abc", 0).expect("write");
         }
         // Other tests run in parallel, so only check that we did not leak 20 threads.
         assert!(threads() < 64, "threads: {}", threads());

@@ -145,13 +145,15 @@ fn read_option_reply(rd: &mut impl Read, option: u32) -> io::Result<(u32, Vec<u8
             proto::REP_ERR_POLICY => io::ErrorKind::PermissionDenied,
             _ => io::ErrorKind::Other,
         };
-        return Err(io::Error::new(
-            kind,
+        let text = if msg.is_empty() {
             format!(
-                "server refused option {option} ({:#x}): {msg}",
+                "server refused option {option} with reply {:#x}",
                 h.reply_type
-            ),
-        ));
+            )
+        } else {
+            format!("server: {msg}")
+        };
+        return Err(io::Error::new(kind, text));
     }
     Ok((h.reply_type, data))
 }
@@ -192,13 +194,20 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                     return Self::export_name(rd, wr, export, no_zeroes);
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("no export named {export:?}: {e}"),
-                    ));
+                Err(e) => {
+                    // A refused option leaves the session usable: leave politely (soft
+                    // disconnect) so the server logs no protocol error.
+                    if e.kind() != io::ErrorKind::InvalidData
+                        && send_option(&mut wr, proto::OPT_ABORT, &[]).is_ok()
+                    {
+                        let _ = read_option_reply(&mut rd, proto::OPT_ABORT);
+                    }
+                    if e.kind() == io::ErrorKind::NotFound {
+                        let msg = format!("no export named {export:?} ({e})");
+                        return Err(io::Error::new(io::ErrorKind::NotFound, msg));
+                    }
+                    return Err(e);
                 }
-                Err(e) => return Err(e),
             };
             match ty {
                 proto::REP_INFO => match proto::decode_info(&data)? {

@@ -26,23 +26,66 @@ pub struct Envelope {
 pub enum Request {
     /// Version handshake and site facts.
     Hello,
-    ImageCreate { id: ImageId },
+    ImageCreate {
+        id: ImageId,
+    },
     ImageList,
-    ImageRemove { id: ImageId },
-    PoolCreate { image: ImageId, name: String, rankgrp: u8, stgtype: StorageType, path: Option<PathBuf> },
-    PoolList { image: ImageId },
-    PoolRemove { image: ImageId, pool: PoolId },
+    ImageRemove {
+        id: ImageId,
+    },
+    PoolCreate {
+        image: ImageId,
+        name: String,
+        rankgrp: u8,
+        stgtype: StorageType,
+        path: Option<PathBuf>,
+    },
+    PoolList {
+        image: ImageId,
+    },
+    PoolRemove {
+        image: ImageId,
+        pool: PoolId,
+    },
     /// `qty` consecutive LCUs from `first`, SSIDs from `ssid` upwards.
-    LcuCreate { image: ImageId, first: LssId, qty: u16, ssid: u16, lcutype: LcuType },
-    LcuRemove { image: ImageId, lcus: Vec<LssId> },
+    LcuCreate {
+        image: ImageId,
+        first: LssId,
+        qty: u16,
+        ssid: u16,
+        lcutype: LcuType,
+    },
+    LcuRemove {
+        image: ImageId,
+        lcus: Vec<LssId>,
+    },
     /// LSSs (FB, implicit) and LCUs (CKD) of an image.
-    LssList { image: ImageId },
-    VolumeCreate { image: ImageId, spec: VolumeSpec, volumes: Vec<(VolumeId, String)> },
-    VolumeList { image: ImageId },
+    LssList {
+        image: ImageId,
+    },
+    VolumeCreate {
+        image: ImageId,
+        spec: VolumeSpec,
+        volumes: Vec<(VolumeId, String)>,
+    },
+    VolumeList {
+        image: ImageId,
+    },
     /// Rename and/or grow. `grow` is the new capacity in the volume's own units.
-    VolumeChange { image: ImageId, volume: VolumeId, name: Option<String>, grow: Option<Capacity> },
-    VolumeRemove { image: ImageId, volumes: Vec<VolumeId>, safe: bool },
-    IoPortList { image: ImageId },
+    VolumeChange {
+        image: ImageId,
+        volume: VolumeId,
+        name: Option<String>,
+        grow: Option<Capacity>,
+    },
+    VolumeRemove {
+        image: ImageId,
+        volumes: Vec<VolumeId>,
+        safe: bool,
+    },
+    IoPortList {
+        image: ImageId,
+    },
     /// Orderly shutdown of the daemon (as SIGTERM).
     Shutdown,
 }
@@ -57,9 +100,14 @@ pub struct VolumeSpec {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Capacity {
-    Fb { cap: u64, captype: CapType },
+    Fb {
+        cap: u64,
+        captype: CapType,
+    },
     /// 3390 cylinders.
-    Ckd { cylinders: u64 },
+    Ckd {
+        cylinders: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,7 +118,12 @@ pub enum Response {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
-    Hello { protocol: u32, daemon_version: String, home: PathBuf, io_backend: String },
+    Hello {
+        protocol: u32,
+        daemon_version: String,
+        home: PathBuf,
+        io_backend: String,
+    },
     Done,
     /// One outcome per object, in input order.
     Items(Vec<ItemOutcome>),

@@ -96,7 +96,8 @@ impl Site {
 
     /// Make every volume's data durable (shutdown).
     pub fn flush_all(&self) {
-        let vols: Vec<Arc<Volume>> = self.images().values().flat_map(|i| i.volumes().cloned().collect::<Vec<_>>()).collect();
+        let vols: Vec<Arc<Volume>> =
+            self.images().values().flat_map(|i| i.volumes().cloned().collect::<Vec<_>>()).collect();
         for v in vols {
             if let Err(e) = v.flush() {
                 tracing::error!("flush of {} failed: {e}", v.key());
@@ -138,7 +139,9 @@ impl Site {
             }
             Request::ImageList => Reply::Images(images.values().map(Image::view).collect()),
             Request::ImageRemove { id } => {
-                let image = images.remove(&id).ok_or_else(|| Error::new(ErrorKind::ImageNotFound, &id, "no such storage image"))?;
+                let image = images
+                    .remove(&id)
+                    .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, &id, "no such storage image"))?;
                 if !image.record().volumes.is_empty() {
                     let e = Error::new(ErrorKind::ImageHasVolumes, &id, "storage image still has volumes");
                     images.insert(id, image);
@@ -174,7 +177,10 @@ impl Site {
                 let img = img!(&image);
                 let out: Vec<ItemOutcome> = volumes
                     .iter()
-                    .map(|(id, name)| ItemOutcome { object: id.to_string(), result: img.create_volume(&spec, *id, name, now) })
+                    .map(|(id, name)| ItemOutcome {
+                        object: id.to_string(),
+                        result: img.create_volume(&spec, *id, name, now),
+                    })
                     .collect();
                 log_items(&image, "created volume", &out);
                 Reply::Items(out)

@@ -82,10 +82,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Run { home, nbd_tcp } => {
-            if let Some(addr) = nbd_tcp {
-                if !addr.ip().is_loopback() {
-                    bail!("--nbd-tcp must be a loopback address (127.0.0.1 or ::1), not {addr}");
-                }
+            if let Some(addr) = nbd_tcp
+                && !addr.ip().is_loopback()
+            {
+                bail!("--nbd-tcp must be a loopback address (127.0.0.1 or ::1), not {addr}");
             }
             let home = home.unwrap_or_else(daemon::default_home);
             daemon::run(&daemon::RunOptions { home, nbd_tcp })
@@ -129,7 +129,11 @@ fn request(home: &Path, req: Request) -> Result<Reply> {
             let io = flashtrack::io::probe::select().map_err(|e| anyhow::anyhow!(e))?;
             let site = flashtrack::site::Site::open(home, io).map_err(|e| {
                 if e.kind == ErrorKind::HomeLocked {
-                    flashtrack::Error::new(ErrorKind::HomeLocked, home.display(), "a flashd owns this home but does not answer on control.sock")
+                    flashtrack::Error::new(
+                        ErrorKind::HomeLocked,
+                        home.display(),
+                        "a flashd owns this home but does not answer on control.sock",
+                    )
                 } else {
                     e
                 }

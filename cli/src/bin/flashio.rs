@@ -19,11 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "flashio",
-    version,
-    about = "NBD host I/O for scripts and benchmarks"
-)]
+#[command(name = "flashio", version, about = "NBD host I/O for scripts and benchmarks")]
 struct Cli {
     /// NBD server Unix socket (e.g. the site home's nbd.sock).
     #[arg(long, value_name = "PATH", global = true, conflicts_with = "tcp")]
@@ -112,11 +108,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
-    let shift = match suffix
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
+    let shift = match suffix.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
         "" => 0,
         "K" => 10,
         "M" => 20,
@@ -124,8 +116,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "T" => 40,
         _ => return Err(format!("invalid size suffix in {s:?} (use K, M, G, T)")),
     };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 fn parse_byte(s: &str) -> Result<u8, String> {
@@ -158,9 +149,7 @@ fn stdout_err(e: io::Error) -> anyhow::Error {
 
 fn say(line: impl std::fmt::Display) -> Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .map_err(stdout_err)
+    writeln!(out, "{line}").and_then(|()| out.flush()).map_err(stdout_err)
 }
 
 struct Ctx {
@@ -170,8 +159,7 @@ struct Ctx {
 
 impl Ctx {
     fn connect(&self, export: &str) -> Result<(Client, Pipe)> {
-        let c = Client::connect(&self.ep, export)
-            .with_context(|| format!("cannot open export {export:?}"))?;
+        let c = Client::connect(&self.ep, export).with_context(|| format!("cannot open export {export:?}"))?;
         let pipe = self.pipe.for_client(&c);
         Ok((c, pipe))
     }
@@ -181,13 +169,8 @@ fn endpoint(cli: &Cli) -> Result<Endpoint> {
     match (&cli.socket, &cli.tcp) {
         (Some(p), _) => Ok(Endpoint::Unix(p.clone())),
         (None, Some(hp)) => {
-            let addr = hp
-                .to_socket_addrs()
-                .with_context(|| format!("cannot resolve {hp}"))?
-                .next();
-            Ok(Endpoint::Tcp(
-                addr.with_context(|| format!("{hp} resolves to no address"))?,
-            ))
+            let addr = hp.to_socket_addrs().with_context(|| format!("cannot resolve {hp}"))?.next();
+            Ok(Endpoint::Tcp(addr.with_context(|| format!("{hp} resolves to no address"))?))
         }
         (None, None) => bail!("give the server with --socket PATH or --tcp HOST:PORT"),
     }
@@ -195,48 +178,19 @@ fn endpoint(cli: &Cli) -> Result<Endpoint> {
 
 /// Runs the command; `Ok(false)` means "compare found a difference".
 fn run(cli: Cli) -> Result<bool> {
-    let io_size = u32::try_from(cli.io_size)
-        .ok()
-        .filter(|&n| n > 0)
-        .context("--io-size must be 1..4G")?;
-    let ctx = Ctx {
-        ep: endpoint(&cli)?,
-        pipe: Pipe {
-            io_size,
-            depth: cli.depth.max(1),
-        },
-    };
+    let io_size = u32::try_from(cli.io_size).ok().filter(|&n| n > 0).context("--io-size must be 1..4G")?;
+    let ctx = Ctx { ep: endpoint(&cli)?, pipe: Pipe { io_size, depth: cli.depth.max(1) } };
     match cli.cmd {
-        Cmd::Write {
-            export,
-            offset,
-            length,
-            pattern,
-            random: _,
-            seed,
-            fua,
-            no_flush,
-        } => {
+        Cmd::Write { export, offset, length, pattern, random: _, seed, fua, no_flush } => {
             let (mut c, pipe) = ctx.connect(&export)?;
             ops::check_range(&c, offset, length)?;
-            ops::write_extents(
-                &mut c,
-                pipe,
-                [(offset, length)],
-                fua,
-                |off, buf| match pattern {
-                    Some(b) => buf.fill(b),
-                    None => ops::fill_random(seed, off, buf),
-                },
-            )?;
+            ops::write_extents(&mut c, pipe, [(offset, length)], fua, |off, buf| match pattern {
+                Some(b) => buf.fill(b),
+                None => ops::fill_random(seed, off, buf),
+            })?;
             finish(c, !no_flush)?;
         }
-        Cmd::Read {
-            export,
-            offset,
-            length,
-            output,
-        } => {
+        Cmd::Read { export, offset, length, output } => {
             let (mut c, pipe) = ctx.connect(&export)?;
             let len = length.unwrap_or(c.size().saturating_sub(offset));
             ops::check_range(&c, offset, len)?;
@@ -244,8 +198,8 @@ fn run(cli: Cli) -> Result<bool> {
             let mut sink: Box<dyn Write> = if to_stdout {
                 Box::new(io::stdout().lock())
             } else {
-                let f = std::fs::File::create(&output)
-                    .with_context(|| format!("cannot create {}", output.display()))?;
+                let f =
+                    std::fs::File::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
                 Box::new(io::BufWriter::with_capacity(1 << 20, f))
             };
             let wrap = |e: io::Error| {
@@ -262,11 +216,7 @@ fn run(cli: Cli) -> Result<bool> {
             sink.flush().map_err(wrap)?;
             finish(c, false)?;
         }
-        Cmd::Checksum {
-            export,
-            offset,
-            length,
-        } => {
+        Cmd::Checksum { export, offset, length } => {
             let (mut c, pipe) = ctx.connect(&export)?;
             let len = length.unwrap_or(c.size().saturating_sub(offset));
             ops::check_range(&c, offset, len)?;
@@ -279,13 +229,7 @@ fn run(cli: Cli) -> Result<bool> {
             say(format_args!("{crc:08x}"))?;
         }
         Cmd::Compare { export_a, export_b } => return compare(&ctx, &export_a, &export_b),
-        Cmd::Dirty {
-            export,
-            fraction,
-            seed,
-            pattern,
-            list,
-        } => {
+        Cmd::Dirty { export, fraction, seed, pattern, list } => {
             if !(0.0..=1.0).contains(&fraction) {
                 bail!("--fraction must be between 0 and 1, got {fraction}");
             }
@@ -294,9 +238,7 @@ fn run(cli: Cli) -> Result<bool> {
             let n = size.div_ceil(TRACK_BYTES);
             let k = (fraction * n as f64).round() as u64;
             let tracks = ops::pick_tracks(n, k, seed);
-            let extents = tracks
-                .iter()
-                .map(|&t| (t * TRACK_BYTES, TRACK_BYTES.min(size - t * TRACK_BYTES)));
+            let extents = tracks.iter().map(|&t| (t * TRACK_BYTES, TRACK_BYTES.min(size - t * TRACK_BYTES)));
             // A different stream from the track choice, so data and selection are independent.
             let data_seed = seed ^ 0x5EED_DA7A_5EED_DA7A;
             ops::write_extents(&mut c, pipe, extents, false, |off, buf| match pattern {
@@ -306,8 +248,7 @@ fn run(cli: Cli) -> Result<bool> {
             finish(c, true)?;
             if let Some(path) = list {
                 let text: String = tracks.iter().map(|t| format!("{t}\n")).collect();
-                std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
             }
             say(tracks.len())?;
         }
@@ -351,9 +292,7 @@ fn compare(ctx: &Ctx, a: &str, b: &str) -> Result<bool> {
     }
     match first_diff {
         Some(off) => say(format_args!("differ at offset {off}"))?,
-        None if sa != sb => say(format_args!(
-            "differ at offset {common} (sizes {sa} and {sb})"
-        ))?,
+        None if sa != sb => say(format_args!("differ at offset {common} (sizes {sa} and {sb})"))?,
         None => return Ok(true),
     }
     Ok(false)

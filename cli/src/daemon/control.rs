@@ -43,7 +43,8 @@ impl Server {
                 }
                 let Ok(conn) = conn else { continue };
                 let (site, stop, flag) = (site.clone(), stop.clone(), flag.clone());
-                let _ = std::thread::Builder::new().name("control".into()).spawn(move || serve(conn, &site, &stop, &flag));
+                let _ =
+                    std::thread::Builder::new().name("control".into()).spawn(move || serve(conn, &site, &stop, &flag));
             }
         })?;
         Ok(Server { path: path.to_path_buf(), stopping, accept: Some(accept) })

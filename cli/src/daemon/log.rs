@@ -55,7 +55,11 @@ impl Subscriber for FileLog {
 /// Append the daemon's log to `home/flashd.log`. `FLASHTRACK_LOG=debug` raises the level.
 pub fn init(home: &Path) -> Result<()> {
     let path = home.join(LOG_FILE);
-    let file = OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
     let max = match std::env::var("FLASHTRACK_LOG").as_deref() {
         Ok("debug") => Level::DEBUG,
         Ok("trace") => Level::TRACE,

@@ -46,7 +46,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     create_home(&opts.home)?;
     log::init(&opts.home)?;
     let io = flashtrack::io::probe::select().map_err(|e| anyhow::anyhow!(e))?;
-    tracing::info!("flashd {} starting on {} (io backend {})", env!("CARGO_PKG_VERSION"), opts.home.display(), io.kind());
+    tracing::info!(
+        "flashd {} starting on {} (io backend {})",
+        env!("CARGO_PKG_VERSION"),
+        opts.home.display(),
+        io.kind()
+    );
     let site = match Site::open(&opts.home, io) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -55,7 +60,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
     };
     let pid_file = opts.home.join(PID_FILE);
-    fs::write(&pid_file, format!("{}\n", std::process::id())).with_context(|| format!("writing {}", pid_file.display()))?;
+    fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
     let clean = opts.home.join(CLEAN_MARK);
     if clean.exists() {
         fs::remove_file(&clean).with_context(|| format!("removing {}", clean.display()))?;
@@ -68,12 +74,15 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     let catalog = Arc::new(export::SiteExports::new(site.clone()));
     let nbd_path = opts.home.join(NBD_SOCK);
-    let nbd = flashtrack::nbd::Server::serve_unix(&nbd_path, catalog.clone())
+    let nbd = flashtrack::nbd::Server::default()
+        .serve_unix(&nbd_path, catalog.clone())
         .with_context(|| format!("serving NBD on {}", nbd_path.display()))?;
     tracing::info!("serving NBD on {}", nbd_path.display());
     let nbd_tcp = match opts.nbd_tcp {
         Some(addr) => {
-            let h = flashtrack::nbd::Server::serve_tcp(addr, catalog).with_context(|| format!("serving NBD on {addr}"))?;
+            let h = flashtrack::nbd::Server::default()
+                .serve_tcp(addr, catalog)
+                .with_context(|| format!("serving NBD on {addr}"))?;
             tracing::info!("serving NBD on tcp {addr} (any local user can connect)");
             Some(h)
         }
@@ -105,7 +114,11 @@ fn wait(rx: &Receiver<Stop>) -> Stop {
 fn create_home(home: &Path) -> Result<()> {
     if !home.exists() {
         use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(home).with_context(|| format!("creating {}", home.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(home)
+            .with_context(|| format!("creating {}", home.display()))?;
     }
     Ok(())
 }

@@ -20,32 +20,22 @@ pub struct Pipe {
 impl Pipe {
     /// Clamps to what the server accepts.
     pub fn for_client(self, c: &Client) -> Pipe {
-        Pipe {
-            io_size: self.io_size.clamp(1, c.block_sizes().max.max(1)),
-            depth: self.depth.max(1),
-        }
+        Pipe { io_size: self.io_size.clamp(1, c.block_sizes().max.max(1)), depth: self.depth.max(1) }
     }
 }
 
 /// Collects one reply; failures name the offset of the request.
 fn complete(c: &mut Client, pending: &mut HashMap<u64, u64>) -> Result<(u64, Vec<u8>)> {
     let done = c.wait().context("NBD connection failed")?;
-    let offset = pending
-        .remove(&done.cookie)
-        .ok_or_else(|| anyhow!("reply for unknown request"))?;
-    let data = done
-        .result
-        .with_context(|| format!("request at offset {offset} failed"))?;
+    let offset = pending.remove(&done.cookie).ok_or_else(|| anyhow!("reply for unknown request"))?;
+    let data = done.result.with_context(|| format!("request at offset {offset} failed"))?;
     Ok((offset, data))
 }
 
 /// Checks `[offset, offset + len)` against the export size.
 pub fn check_range(c: &Client, offset: u64, len: u64) -> Result<()> {
     if offset.checked_add(len).is_none_or(|end| end > c.size()) {
-        bail!(
-            "range {offset}+{len} is past the end of the export ({} bytes)",
-            c.size()
-        );
+        bail!("range {offset}+{len} is past the end of the export ({} bytes)", c.size());
     }
     Ok(())
 }
@@ -70,11 +60,7 @@ pub fn write_extents(
                 complete(c, &mut pending)?;
             }
             // submit() sends the data before returning, so `buf` is free again at once.
-            let ck = c.submit(Request::Write {
-                offset: off,
-                data: &buf[..n],
-                fua,
-            })?;
+            let ck = c.submit(Request::Write { offset: off, data: &buf[..n], fua })?;
             pending.insert(ck, off);
             off += n as u64;
         }
@@ -124,10 +110,7 @@ impl<'c> OrderedReader<'c> {
             }
             while self.pending.len() < self.pipe.depth && self.next_submit < self.end {
                 let n = (self.end - self.next_submit).min(u64::from(self.pipe.io_size)) as u32;
-                let ck = self.c.submit(Request::Read {
-                    offset: self.next_submit,
-                    len: n,
-                })?;
+                let ck = self.c.submit(Request::Read { offset: self.next_submit, len: n })?;
                 self.pending.insert(ck, self.next_submit);
                 self.next_submit += u64::from(n);
             }

@@ -53,19 +53,11 @@ impl ExportCatalog for Cat {
 const A: &str = "IBM.2107-75FA120/1000";
 const B: &str = "IBM.2107-75FA120/1001";
 
-fn setup() -> (
-    tempfile::TempDir,
-    Arc<Cat>,
-    flashtrack::nbd::ServerHandle,
-    String,
-) {
+fn setup() -> (tempfile::TempDir, Arc<Cat>, flashtrack::nbd::ServerHandle, String) {
     let dir = tempfile::tempdir().unwrap();
     // 1 MiB + 1000 bytes: the last track is partial.
     let size = (1 << 20) + 1000;
-    let cat = Arc::new(Cat([A, B]
-        .iter()
-        .map(|n| (n.to_string(), Arc::new(Mem(Mutex::new(vec![0; size])))))
-        .collect()));
+    let cat = Arc::new(Cat([A, B].iter().map(|n| (n.to_string(), Arc::new(Mem(Mutex::new(vec![0; size]))))).collect()));
     let sock = dir.path().join("nbd.sock");
     let h = Server::default().serve_unix(&sock, cat.clone()).unwrap();
     (dir, cat, h, sock.display().to_string())
@@ -111,130 +103,35 @@ fn write_checksum_compare_dirty() {
         ])
         .unwrap()
     );
-    assert!(
-        go(&[
-            "--socket", s, "write", B, "--offset", "1K", "--length", "100K", "--random", "--seed",
-            "9"
-        ])
-        .unwrap()
-    );
+    assert!(go(&["--socket", s, "write", B, "--offset", "1K", "--length", "100K", "--random", "--seed", "9"]).unwrap());
     // Same seed and offsets, different request sizes: same bytes.
     assert!(go(&["--socket", s, "compare", A, B]).unwrap());
     let a = cat.0[A].0.lock().unwrap().clone();
     assert!(a[..1024].iter().all(|&b| b == 0) && a[1024..2048].iter().any(|&b| b != 0));
-    assert!(
-        go(&[
-            "--socket",
-            s,
-            "write",
-            B,
-            "--offset",
-            "5000",
-            "--length",
-            "1",
-            "--pattern",
-            "0x01"
-        ])
-        .unwrap()
-    );
-    assert!(
-        !go(&["--socket", s, "compare", A, B]).unwrap(),
-        "a one-byte difference is found"
-    );
+    assert!(go(&["--socket", s, "write", B, "--offset", "5000", "--length", "1", "--pattern", "0x01"]).unwrap());
+    assert!(!go(&["--socket", s, "compare", A, B]).unwrap(), "a one-byte difference is found");
     // read --output equals the export's bytes.
     let out = dir.path().join("out");
     let o = out.to_str().unwrap();
     assert!(
-        go(&[
-            "--socket",
-            s,
-            "--io-size",
-            "3000",
-            "read",
-            A,
-            "--offset",
-            "100",
-            "--length",
-            "200K",
-            "-o",
-            o
-        ])
-        .unwrap()
+        go(&["--socket", s, "--io-size", "3000", "read", A, "--offset", "100", "--length", "200K", "-o", o]).unwrap()
     );
     assert_eq!(std::fs::read(&out).unwrap(), a[100..100 + (200 << 10)]);
     assert!(go(&["--socket", s, "checksum", A]).unwrap());
     // Errors: unknown export, range past the end, bad fraction.
     assert!(go(&["--socket", s, "checksum", "nope"]).is_err());
-    assert!(
-        go(&[
-            "--socket",
-            s,
-            "write",
-            A,
-            "--offset",
-            "1M",
-            "--length",
-            "2K",
-            "--pattern",
-            "1"
-        ])
-        .is_err()
-    );
-    assert!(
-        go(&[
-            "--socket",
-            s,
-            "dirty",
-            A,
-            "--fraction",
-            "1.5",
-            "--seed",
-            "1"
-        ])
-        .is_err()
-    );
+    assert!(go(&["--socket", s, "write", A, "--offset", "1M", "--length", "2K", "--pattern", "1"]).is_err());
+    assert!(go(&["--socket", s, "dirty", A, "--fraction", "1.5", "--seed", "1"]).is_err());
     // dirty: exactly round(fraction * tracks) whole tracks, the partial last one included.
     let list = dir.path().join("tracks");
     let l = list.to_str().unwrap();
     assert!(
-        go(&[
-            "--socket",
-            s,
-            "dirty",
-            B,
-            "--fraction",
-            "1",
-            "--seed",
-            "3",
-            "--pattern",
-            "0xee",
-            "--list",
-            l
-        ])
-        .unwrap()
+        go(&["--socket", s, "dirty", B, "--fraction", "1", "--seed", "3", "--pattern", "0xee", "--list", l]).unwrap()
     );
-    let tracks: Vec<u64> = std::fs::read_to_string(&list)
-        .unwrap()
-        .lines()
-        .map(|t| t.parse().unwrap())
-        .collect();
+    let tracks: Vec<u64> = std::fs::read_to_string(&list).unwrap().lines().map(|t| t.parse().unwrap()).collect();
     assert_eq!(tracks, (0..17).collect::<Vec<u64>>());
     assert!(cat.0[B].0.lock().unwrap().iter().all(|&b| b == 0xee));
-    assert!(
-        go(&[
-            "--socket",
-            s,
-            "dirty",
-            A,
-            "--fraction",
-            "0.5",
-            "--seed",
-            "3",
-            "--list",
-            l
-        ])
-        .unwrap()
-    );
+    assert!(go(&["--socket", s, "dirty", A, "--fraction", "0.5", "--seed", "3", "--list", l]).unwrap());
     assert_eq!(std::fs::read_to_string(&list).unwrap().lines().count(), 9); // round(8.5)
     assert!(go(&["--socket", s, "list"]).unwrap());
     h.shutdown();

@@ -3,7 +3,7 @@
 //! nbd.sock, sparse usage, malformed NBD requests, clean shutdown. The I/O backend is the
 //! one `FLASHTRACK_IO` selects (scripts/test.sh runs this on both).
 
-use super::site_proc::{Daemon, all_ok, fb_request, have, is_root};
+use crate::site_proc::{Daemon, all_ok, fb_request, have, is_root};
 use flashtrack::control::{Capacity, Reply, Request, VolumeSpec};
 use flashtrack::geometry::CapType;
 use flashtrack::id::{ImageId, LssId, PoolId, VolumeId};
@@ -19,7 +19,12 @@ fn uri(d: &Daemon, export: &str) -> String {
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run tool");
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -37,23 +42,39 @@ fn hosts_read_and_write_fb_and_ckd_volumes_over_nbd() {
     all_ok(d.ok(fb_request(&ds8k, 0, 1, CapType::Ds, Sam::Ese, &[0x1000])));
     // A partial last track: 1 GB (10^9 bytes).
     all_ok(d.ok(fb_request(&ds6k, 1, 1, CapType::Ess, Sam::Ese, &[0x0101])));
-    all_ok(d.ok(Request::LcuCreate { image: ds8k.clone(), first: LssId(0x20), qty: 1, ssid: 0x2000, lcutype: LcuType::T3990_6 }));
+    all_ok(d.ok(Request::LcuCreate {
+        image: ds8k.clone(),
+        first: LssId(0x20),
+        qty: 1,
+        ssid: 0x2000,
+        lcutype: LcuType::T3990_6,
+    }));
     let spec = VolumeSpec { pool: PoolId(2), capacity: Capacity::Ckd { cylinders: 100 }, sam: Sam::Ese };
     all_ok(d.ok(Request::VolumeCreate { image: ds8k.clone(), spec, volumes: vec![(VolumeId(0x2000), "ckd".into())] }));
 
     // FB: patterns written and read back by qemu-io, including FUA, zeroes, discard, flush.
     let fb = uri(&d, "IBM.2107-75FA120/1000");
     run(Command::new("qemu-io").args(["-f", "raw", &fb]).args([
-        "-c", "write -P 0xab 0 1M",
-        "-c", "write -f -P 0xcd 100M 64k",
-        "-c", "write -z 512k 64k",
-        "-c", "discard 768k 128k",
-        "-c", "flush",
-        "-c", "read -P 0xab 0 512k",
-        "-c", "read -P 0 512k 64k",
-        "-c", "read -P 0 768k 128k",
-        "-c", "read -P 0xcd 100M 64k",
-        "-c", "read -P 0 200M 1M",
+        "-c",
+        "write -P 0xab 0 1M",
+        "-c",
+        "write -f -P 0xcd 100M 64k",
+        "-c",
+        "write -z 512k 64k",
+        "-c",
+        "discard 768k 128k",
+        "-c",
+        "flush",
+        "-c",
+        "read -P 0xab 0 512k",
+        "-c",
+        "read -P 0 512k 64k",
+        "-c",
+        "read -P 0 768k 128k",
+        "-c",
+        "read -P 0xcd 100M 64k",
+        "-c",
+        "read -P 0 200M 1M",
     ]));
     // qemu-img sees the size; qemu-img convert copies the export to a file, which must match.
     let info = run(Command::new("qemu-img").args(["info", "--output=json", &fb]));
@@ -66,20 +87,39 @@ fn hosts_read_and_write_fb_and_ckd_volumes_over_nbd() {
 
     // The 10^9-byte volume: the last partial track is writable up to the end and no further.
     let ess = uri(&d, "IBM.1750-68FA120/0101");
-    run(Command::new("qemu-io").args(["-f", "raw", &ess, "-c", "write -P 0x11 999999488 512", "-c", "read -P 0x11 999999488 512"]));
+    run(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        &ess,
+        "-c",
+        "write -P 0x11 999999488 512",
+        "-c",
+        "read -P 0x11 999999488 512",
+    ]));
     let out = Command::new("qemu-io").args(["-f", "raw", &ess, "-c", "write -P 0x11 1000000000 512"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("wrote 512/512"), "write past the end succeeded");
 
     // CKD: slot layout; data in the first 56,664 bytes of a slot, tails read zero and refuse writes.
     let ckd = uri(&d, "IBM.2107-75FA120/2000");
-    run(Command::new("qemu-io").args(["-f", "raw", &ckd, "-c", "write -P 0x3c 65536 56664", "-c", "read -P 0x3c 65536 56664", "-c", "read -P 0 122200 8872"]));
+    run(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        &ckd,
+        "-c",
+        "write -P 0x3c 65536 56664",
+        "-c",
+        "read -P 0x3c 65536 56664",
+        "-c",
+        "read -P 0 122200 8872",
+    ]));
     let out = Command::new("qemu-io").args(["-f", "raw", &ckd, "-c", "write -P 0x3c 60000 4096"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("Invalid argument"), "write into a slot tail: {text}");
 
     // nbdinfo lists every volume.
     if have("nbdinfo", "hosts_read_and_write_fb_and_ckd_volumes_over_nbd (nbdinfo part)") {
-        let list = run(Command::new("nbdinfo").arg("--list").arg(format!("nbd+unix://?socket={}", d.nbd_sock().display())));
+        let list =
+            run(Command::new("nbdinfo").arg("--list").arg(format!("nbd+unix://?socket={}", d.nbd_sock().display())));
         for name in ["IBM.2107-75FA120/1000", "IBM.2107-75FA120/2000", "IBM.1750-68FA120/0101"] {
             assert!(list.contains(name), "{name} missing from {list}");
         }
@@ -88,7 +128,7 @@ fn hosts_read_and_write_fb_and_ckd_volumes_over_nbd() {
     // Sparse usage: a 1 GiB ese volume with ~1.2 MiB written occupies a few MiB at most.
     let Reply::Volumes(vols) = d.ok(Request::VolumeList { image: ds8k.clone() }) else { panic!() };
     let v = vols.iter().find(|v| v.record.id == VolumeId(0x1000)).unwrap();
-    assert!(v.allocated_bytes >= 1 << 20 && v.allocated_bytes < 8 << 20, "allocated {}", v.allocated_bytes);
+    assert!(v.allocated_bytes >= 512 << 10 && v.allocated_bytes < 8 << 20, "allocated {}", v.allocated_bytes);
     let file = home.path().join("IBM.2107-75FA120/pools/P0/IBM.2107-75FA120_1000.vol");
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!(meta.len(), 1 << 30);
@@ -208,22 +248,41 @@ fn a_pool_on_a_loop_device() {
     all_ok(d.ok(fb_request(&img, 4, 131072, CapType::Blocks, Sam::Standard, &[0x1000, 0x1002])));
     for (vol, pat) in [("1000", "0x5a"), ("1002", "0xa5")] {
         let u = uri(&d, &format!("IBM.2107-75FA120/{vol}"));
-        run(Command::new("qemu-io").args(["-f", "raw", &u, "-c", &format!("write -P {pat} 0 64M"), "-c", &format!("read -P {pat} 0 64M")]));
+        run(Command::new("qemu-io").args([
+            "-f",
+            "raw",
+            &u,
+            "-c",
+            &format!("write -P {pat} 0 64M"),
+            "-c",
+            &format!("read -P {pat} 0 64M"),
+        ]));
     }
     // Unaligned I/O through the O_DIRECT device path.
     let u = uri(&d, "IBM.2107-75FA120/1000");
-    run(Command::new("qemu-io").args(["-f", "raw", &u, "-c", "write -P 0x77 1000 3000", "-c", "read -P 0x77 1000 3000", "-c", "read -P 0x5a 4000 96"]));
+    run(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        &u,
+        "-c",
+        "write -P 0x77 1000 3000",
+        "-c",
+        "read -P 0x77 1000 3000",
+        "-c",
+        "read -P 0x5a 4000 96",
+    ]));
     // The second volume is untouched by the first's writes: regions do not overlap.
     let u2 = uri(&d, "IBM.2107-75FA120/1002");
     run(Command::new("qemu-io").args(["-f", "raw", &u2, "-c", "read -P 0xa5 0 64M"]));
     // A second pool on the same device is refused.
-    let again = flashtrack::control::Client::connect(&home.path().join("control.sock")).unwrap().call(Request::PoolCreate {
-        image: img.clone(),
-        name: "again".into(),
-        rankgrp: 1,
-        stgtype: StorageType::Fb,
-        path: Some(dev.clone().into()),
-    });
+    let again =
+        flashtrack::control::Client::connect(&home.path().join("control.sock")).unwrap().call(Request::PoolCreate {
+            image: img.clone(),
+            name: "again".into(),
+            rankgrp: 1,
+            stgtype: StorageType::Fb,
+            path: Some(dev.clone().into()),
+        });
     assert!(matches!(again, Ok(flashtrack::control::Response::Err(_))), "{again:?}");
     assert_eq!(d.stop(), Some(0));
 }

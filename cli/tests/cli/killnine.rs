@@ -1,7 +1,7 @@
 //! kill -9 of flashd in a loop of mkfbvol/rmfbvol: the catalog always opens, and every
 //! acknowledged command is there (the one in flight may or may not be).
 
-use super::site_proc::{Daemon, fb_request};
+use crate::site_proc::{Daemon, fb_request};
 use flashtrack::control::{Reply, Request, Response};
 use flashtrack::geometry::CapType;
 use flashtrack::id::{ImageId, VolumeId};

@@ -32,10 +32,10 @@ impl Daemon {
         let d = Daemon { home: home.to_path_buf(), child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut c) = Client::connect(&home.join("control.sock")) {
-                if matches!(c.call(Request::Hello), Ok(Response::Ok(_))) {
-                    return d;
-                }
+            if let Ok(mut c) = Client::connect(&home.join("control.sock"))
+                && matches!(c.call(Request::Hello), Ok(Response::Ok(_)))
+            {
+                return d;
             }
             assert!(Instant::now() < deadline, "flashd did not come up; see {}", home.join("flashd.log").display());
             std::thread::sleep(Duration::from_millis(20));
@@ -55,10 +55,6 @@ impl Daemon {
 
     pub fn nbd_sock(&self) -> PathBuf {
         self.home.join("nbd.sock")
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }
 
     /// kill -9, as a crash.
@@ -100,7 +96,11 @@ impl Drop for Daemon {
 
 pub fn fb_request(image: &ImageId, pool: u16, cap: u64, captype: CapType, sam: Sam, vols: &[u16]) -> Request {
     let spec = VolumeSpec { pool: PoolId(pool), capacity: Capacity::Fb { cap, captype }, sam };
-    Request::VolumeCreate { image: image.clone(), spec, volumes: vols.iter().map(|v| (VolumeId(*v), String::new())).collect() }
+    Request::VolumeCreate {
+        image: image.clone(),
+        spec,
+        volumes: vols.iter().map(|v| (VolumeId(*v), String::new())).collect(),
+    }
 }
 
 pub fn all_ok(reply: Reply) {
@@ -112,7 +112,12 @@ pub fn all_ok(reply: Reply) {
 
 /// Is `tool` on PATH? Prints why a test skips when not.
 pub fn have(tool: &str, test: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !found {
         eprintln!("SKIP {test}: `{tool}` is not installed (scripts/install-deps.sh installs it as root)");
     }

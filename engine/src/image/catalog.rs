@@ -76,14 +76,14 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Crash-test hook: with the `failpoints` feature, `FLASHTRACK_FAILPOINT=<name>` makes the
 /// process abort at that point (as a kill -9 would), and `<name>=error` returns an I/O error.
 pub(crate) fn fail_point(name: &str) -> Result<()> {
-    if cfg!(feature = "failpoints") {
-        if let Ok(v) = std::env::var("FLASHTRACK_FAILPOINT") {
-            if v == name {
-                std::process::abort();
-            }
-            if v.strip_suffix("=error") == Some(name) {
-                return Err(Error::new(ErrorKind::Io, name, "injected failure"));
-            }
+    if cfg!(feature = "failpoints")
+        && let Ok(v) = std::env::var("FLASHTRACK_FAILPOINT")
+    {
+        if v == name {
+            std::process::abort();
+        }
+        if v.strip_suffix("=error") == Some(name) {
+            return Err(Error::new(ErrorKind::Io, name, "injected failure"));
         }
     }
     Ok(())

@@ -53,10 +53,14 @@ impl Image {
         }
         fs::create_dir_all(tmp.join("pools")).map_err(|e| io_err(&tmp, e))?;
         let mut pools = BTreeMap::new();
-        for (n, (stgtype, name)) in
-            [(StorageType::Fb, "fb_0"), (StorageType::Fb, "fb_1"), (StorageType::Ckd, "ckd_0"), (StorageType::Ckd, "ckd_1")]
-                .into_iter()
-                .enumerate()
+        for (n, (stgtype, name)) in [
+            (StorageType::Fb, "fb_0"),
+            (StorageType::Fb, "fb_1"),
+            (StorageType::Ckd, "ckd_0"),
+            (StorageType::Ckd, "ckd_1"),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let pid = PoolId(n as u16);
             let pdir = tmp.join("pools").join(pid.to_string());

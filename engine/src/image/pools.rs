@@ -44,18 +44,24 @@ impl Image {
                 PoolLocation::Directory { path: rel, created: true }
             }
             Some(p) => {
-                let p = p.canonicalize().map_err(|e| Error::new(ErrorKind::PoolPathInvalid, p.display(), e.to_string()))?;
+                let p =
+                    p.canonicalize().map_err(|e| Error::new(ErrorKind::PoolPathInvalid, p.display(), e.to_string()))?;
                 if self.record.pools.values().any(|q| q.location.path() == &p) {
                     return Err(Error::new(ErrorKind::PoolPathInvalid, p.display(), "another pool already uses it"));
                 }
-                let meta = fs::metadata(&p).map_err(|e| Error::new(ErrorKind::PoolPathInvalid, p.display(), e.to_string()))?;
+                let meta =
+                    fs::metadata(&p).map_err(|e| Error::new(ErrorKind::PoolPathInvalid, p.display(), e.to_string()))?;
                 if meta.is_dir() {
                     PoolLocation::Directory { path: p, created: false }
                 } else if meta.file_type().is_block_device() {
                     device = Some(Arc::new(DeviceHandle::open(&p)?));
                     PoolLocation::Device { path: p }
                 } else {
-                    return Err(Error::new(ErrorKind::PoolPathInvalid, p.display(), "neither a directory nor a block device"));
+                    return Err(Error::new(
+                        ErrorKind::PoolPathInvalid,
+                        p.display(),
+                        "neither a directory nor a block device",
+                    ));
                 }
             }
         };
@@ -215,7 +221,13 @@ impl Image {
         for lcu in self.record.lcus.values() {
             out.insert(
                 lcu.id,
-                LssView { id: lcu.id, stgtype: StorageType::Ckd, confgvols: 0, ssid: Some(lcu.ssid), lcutype: Some(lcu.lcutype) },
+                LssView {
+                    id: lcu.id,
+                    stgtype: StorageType::Ckd,
+                    confgvols: 0,
+                    ssid: Some(lcu.ssid),
+                    lcutype: Some(lcu.lcutype),
+                },
             );
         }
         for vol in self.record.volumes.values() {

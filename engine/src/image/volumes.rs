@@ -43,7 +43,13 @@ impl Image {
             return Err(Error::new(
                 ErrorKind::PoolRankGroupMismatch,
                 id,
-                format!("LSS {} belongs to rank group {}, extent pool {} to {}", id.lss(), id.lss().rankgrp(), pool.id, pool.rankgrp),
+                format!(
+                    "LSS {} belongs to rank group {}, extent pool {} to {}",
+                    id.lss(),
+                    id.lss().rankgrp(),
+                    pool.id,
+                    pool.rankgrp
+                ),
             ));
         }
         let len = geometry.size_bytes();
@@ -58,12 +64,15 @@ impl Image {
                     ));
                 }
                 let file = path.join(format!("{}_{id}{VOLUME_FILE_SUFFIX}", self.record.id));
-                let b = Backing::create_file(&self.resolve(&file), len, spec.sam == Sam::Standard)?;
+                let b = Backing::create_file(self.resolve(&file), len, spec.sam == Sam::Standard)?;
                 (b, BackingRecord::File { path: file })
             }
             PoolLocation::Device { path } => {
                 let offset = self.device_gap(pool.id, len)?;
-                let dev = self.device(pool.id).cloned().ok_or_else(|| Error::new(ErrorKind::Io, pool.id, "device pool is not open"))?;
+                let dev = self
+                    .device(pool.id)
+                    .cloned()
+                    .ok_or_else(|| Error::new(ErrorKind::Io, pool.id, "device pool is not open"))?;
                 let b = Backing::device_region(dev, offset, len)?;
                 (b, BackingRecord::Device { path: path.clone(), offset })
             }
@@ -139,11 +148,20 @@ impl Image {
     /// `chfbvol` / `chckdvol`: rename and/or grow (never shrink). Growing is refused while
     /// hosts have the volume open: their idea of its size would be stale.
     pub fn change_volume(&mut self, id: VolumeId, name: Option<&str>, grow: Option<Capacity>) -> Result<()> {
-        let cur = self.record.volumes.get(&id).ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, id, "no such volume"))?.clone();
+        let cur = self
+            .record
+            .volumes
+            .get(&id)
+            .ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, id, "no such volume"))?
+            .clone();
         let mut rec = cur.clone();
         if let Some(n) = name {
             if n.len() > MAX_NAME {
-                return Err(Error::new(ErrorKind::InvalidArgument, id, format!("name longer than {MAX_NAME} characters")));
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    id,
+                    format!("name longer than {MAX_NAME} characters"),
+                ));
             }
             rec.name = n.to_string();
         }
@@ -158,7 +176,11 @@ impl Image {
                 return Err(Error::new(ErrorKind::ShrinkNotAllowed, id, "a volume can only grow"));
             }
             if new > old {
-                let vol = self.volumes.get(&id).cloned().ok_or_else(|| Error::new(ErrorKind::Io, id, "volume is not open"))?;
+                let vol = self
+                    .volumes
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| Error::new(ErrorKind::Io, id, "volume is not open"))?;
                 if vol.sessions() > 0 {
                     return Err(Error::new(ErrorKind::VolumeInUse, id, "hosts have the volume open"));
                 }
@@ -166,9 +188,13 @@ impl Image {
                     BackingRecord::File { path } => {
                         let (_, avail) = self.pool_space(self.pool(cur.pool)?)?;
                         if cur.sam == Sam::Standard && new - old > avail {
-                            return Err(Error::new(ErrorKind::CapacityTooLarge, id, "the growth does not fit the pool"));
+                            return Err(Error::new(
+                                ErrorKind::CapacityTooLarge,
+                                id,
+                                "the growth does not fit the pool",
+                            ));
                         }
-                        let b = Backing::open_file(&self.resolve(path), old)?;
+                        let b = Backing::open_file(self.resolve(path), old)?;
                         b.grow(new, cur.sam == Sam::Standard)?;
                         b
                     }
@@ -177,7 +203,10 @@ impl Image {
                         let blocked = self.record.volumes_in_pool(pool).any(|v| {
                             matches!(v.backing, BackingRecord::Device { offset: o, .. } if o > *offset && o < offset + new)
                         });
-                        let dev = self.device(pool).cloned().ok_or_else(|| Error::new(ErrorKind::Io, pool, "device pool is not open"))?;
+                        let dev = self
+                            .device(pool)
+                            .cloned()
+                            .ok_or_else(|| Error::new(ErrorKind::Io, pool, "device pool is not open"))?;
                         if blocked || offset + new > dev.size() {
                             return Err(Error::new(ErrorKind::CapacityTooLarge, id, "no room to grow on the device"));
                         }
@@ -204,20 +233,20 @@ impl Image {
     pub fn remove_volume(&mut self, id: VolumeId, stgtype: StorageType) -> Result<()> {
         let rec = self.record.volumes.get(&id).filter(|v| v.stgtype() == stgtype);
         let rec = rec.ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, id, "no such volume"))?.clone();
-        if let Some(vol) = self.volumes.get(&id) {
-            if vol.sessions() > 0 {
-                return Err(Error::new(ErrorKind::VolumeInUse, id, "hosts have the volume open"));
-            }
+        if let Some(vol) = self.volumes.get(&id)
+            && vol.sessions() > 0
+        {
+            return Err(Error::new(ErrorKind::VolumeInUse, id, "hosts have the volume open"));
         }
         let mut next = self.record.clone();
         next.volumes.remove(&id);
         self.commit(next)?;
         if let Some(vol) = self.volumes.remove(&id) {
-            if let BackingRecord::File { path } = &rec.backing {
-                if let Err(e) = std::fs::remove_file(self.resolve(path)) {
-                    // The catalog no longer names it; the next start removes the orphan.
-                    tracing::warn!("cannot delete {}: {e}", path.display());
-                }
+            if let BackingRecord::File { path } = &rec.backing
+                && let Err(e) = std::fs::remove_file(self.resolve(path))
+            {
+                // The catalog no longer names it; the next start removes the orphan.
+                tracing::warn!("cannot delete {}: {e}", path.display());
             }
             drop(vol);
         }
@@ -227,9 +256,12 @@ impl Image {
     pub(super) fn open_volume(&self, rec: &VolumeRecord) -> Result<Arc<Volume>> {
         let len = rec.geometry.size_bytes();
         let backing = match &rec.backing {
-            BackingRecord::File { path } => Backing::open_file(&self.resolve(path), len)?,
+            BackingRecord::File { path } => Backing::open_file(self.resolve(path), len)?,
             BackingRecord::Device { offset, .. } => {
-                let dev = self.device(rec.pool).cloned().ok_or_else(|| Error::new(ErrorKind::Io, rec.pool, "device pool is not open"))?;
+                let dev = self
+                    .device(rec.pool)
+                    .cloned()
+                    .ok_or_else(|| Error::new(ErrorKind::Io, rec.pool, "device pool is not open"))?;
                 Backing::device_region(dev, *offset, len)?
             }
         };

@@ -104,12 +104,7 @@ fn greet(ep: &Endpoint) -> io::Result<(BufReader<super::Conn>, BufWriter<super::
         return Err(protocol("server does not speak fixed newstyle"));
     }
     let no_zeroes = hflags & proto::FLAG_NO_ZEROES != 0;
-    let cflags = proto::FLAG_C_FIXED_NEWSTYLE
-        | if no_zeroes {
-            proto::FLAG_C_NO_ZEROES
-        } else {
-            0
-        };
+    let cflags = proto::FLAG_C_FIXED_NEWSTYLE | if no_zeroes { proto::FLAG_C_NO_ZEROES } else { 0 };
     wr.write_all(&cflags.to_be_bytes())?;
     Ok((rd, wr, no_zeroes))
 }
@@ -127,10 +122,7 @@ fn read_option_reply(rd: &mut impl Read, option: u32) -> io::Result<(u32, Vec<u8
     rd.read_exact(&mut hb)?;
     let h = proto::decode_option_reply_header(&hb)?;
     if h.option != option {
-        return Err(protocol(format!(
-            "reply for option {} while waiting for {option}",
-            h.option
-        )));
+        return Err(protocol(format!("reply for option {} while waiting for {option}", h.option)));
     }
     if h.length > MAX_OPTION_REPLY {
         return Err(protocol(format!("option reply of {} bytes", h.length)));
@@ -146,10 +138,7 @@ fn read_option_reply(rd: &mut impl Read, option: u32) -> io::Result<(u32, Vec<u8
             _ => io::ErrorKind::Other,
         };
         let text = if msg.is_empty() {
-            format!(
-                "server refused option {option} with reply {:#x}",
-                h.reply_type
-            )
+            format!("server refused option {option} with reply {:#x}", h.reply_type)
         } else {
             format!("server: {msg}")
         };
@@ -183,11 +172,7 @@ impl Client {
         let req = proto::encode_info_request(export, &[proto::INFO_BLOCK_SIZE]);
         send_option(&mut wr, proto::OPT_GO, &req)?;
         let mut size_flags = None;
-        let mut block = BlockSizes {
-            min: 1,
-            preferred: 4096,
-            max: proto::MAX_PAYLOAD,
-        };
+        let mut block = BlockSizes { min: 1, preferred: 4096, max: proto::MAX_PAYLOAD };
         loop {
             let (ty, data) = match read_option_reply(&mut rd, proto::OPT_GO) {
                 Ok(r) => r,
@@ -197,9 +182,7 @@ impl Client {
                 Err(e) => {
                     // A refused option leaves the session usable: leave politely (soft
                     // disconnect) so the server logs no protocol error.
-                    if e.kind() != io::ErrorKind::InvalidData
-                        && send_option(&mut wr, proto::OPT_ABORT, &[]).is_ok()
-                    {
+                    if e.kind() != io::ErrorKind::InvalidData && send_option(&mut wr, proto::OPT_ABORT, &[]).is_ok() {
                         let _ = read_option_reply(&mut rd, proto::OPT_ABORT);
                     }
                     if e.kind() == io::ErrorKind::NotFound {
@@ -212,34 +195,15 @@ impl Client {
             match ty {
                 proto::REP_INFO => match proto::decode_info(&data)? {
                     Info::Export { size, tflags } => size_flags = Some((size, tflags)),
-                    Info::BlockSize {
-                        min,
-                        preferred,
-                        max,
-                    } => {
-                        block = BlockSizes {
-                            min,
-                            preferred,
-                            max,
-                        }
-                    }
+                    Info::BlockSize { min, preferred, max } => block = BlockSizes { min, preferred, max },
                     Info::Name(_) | Info::Other(_) => {}
                 },
                 proto::REP_ACK => break,
                 t => return Err(protocol(format!("unexpected reply type {t} to GO"))),
             }
         }
-        let (size, tflags) =
-            size_flags.ok_or_else(|| protocol("server sent no NBD_INFO_EXPORT"))?;
-        Ok(Client {
-            rd,
-            wr,
-            size,
-            tflags,
-            block,
-            next_cookie: 1,
-            pending: HashMap::new(),
-        })
+        let (size, tflags) = size_flags.ok_or_else(|| protocol("server sent no NBD_INFO_EXPORT"))?;
+        Ok(Client { rd, wr, size, tflags, block, next_cookie: 1, pending: HashMap::new() })
     }
 
     fn export_name(
@@ -250,28 +214,11 @@ impl Client {
     ) -> io::Result<Client> {
         send_option(&mut wr, proto::OPT_EXPORT_NAME, export.as_bytes())?;
         let mut b = vec![0u8; if no_zeroes { 10 } else { 134 }];
-        rd.read_exact(&mut b)
-            .map_err(|e| io::Error::new(e.kind(), format!("export {export:?} refused: {e}")))?;
-        let size = u64::from_be_bytes(
-            b[..8]
-                .try_into()
-                .map_err(|_| protocol("short export reply"))?,
-        );
+        rd.read_exact(&mut b).map_err(|e| io::Error::new(e.kind(), format!("export {export:?} refused: {e}")))?;
+        let size = u64::from_be_bytes(b[..8].try_into().map_err(|_| protocol("short export reply"))?);
         let tflags = u16::from_be_bytes([b[8], b[9]]);
-        let block = BlockSizes {
-            min: 1,
-            preferred: 4096,
-            max: proto::MAX_PAYLOAD,
-        };
-        Ok(Client {
-            rd,
-            wr,
-            size,
-            tflags,
-            block,
-            next_cookie: 1,
-            pending: HashMap::new(),
-        })
+        let block = BlockSizes { min: 1, preferred: 4096, max: proto::MAX_PAYLOAD };
+        Ok(Client { rd, wr, size, tflags, block, next_cookie: 1, pending: HashMap::new() })
     }
 
     pub fn size(&self) -> u64 {
@@ -298,29 +245,18 @@ impl Client {
         let (command, flags, offset, length, data, reply_len) = match req {
             Request::Read { offset, len } => (proto::CMD_READ, 0, offset, len, &[][..], len),
             Request::Write { offset, data, fua } => {
-                let len = u32::try_from(data.len())
-                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                let len = u32::try_from(data.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
                 let flags = if fua { proto::CMD_FLAG_FUA } else { 0 };
                 (proto::CMD_WRITE, flags, offset, len, data, 0)
             }
             Request::Flush => (proto::CMD_FLUSH, 0, 0, 0, &[][..], 0),
             Request::Trim { offset, len } => (proto::CMD_TRIM, 0, offset, len, &[][..], 0),
-            Request::WriteZeroes {
-                offset,
-                len,
-                no_hole,
-            } => {
+            Request::WriteZeroes { offset, len, no_hole } => {
                 let flags = if no_hole { proto::CMD_FLAG_NO_HOLE } else { 0 };
                 (proto::CMD_WRITE_ZEROES, flags, offset, len, &[][..], 0)
             }
         };
-        let h = RequestHeader {
-            flags,
-            command,
-            cookie,
-            offset,
-            length,
-        };
+        let h = RequestHeader { flags, command, cookie, offset, length };
         self.wr.write_all(&proto::encode_request(&h))?;
         self.wr.write_all(data)?;
         // Flush per request: the server starts on it while we prepare the next one.
@@ -332,10 +268,7 @@ impl Client {
     /// Waits for the next reply, whichever request it answers.
     pub fn wait(&mut self) -> io::Result<Completion> {
         if self.pending.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no request in flight",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no request in flight"));
         }
         let mut hb = [0u8; proto::SIMPLE_REPLY_LEN];
         self.rd.read_exact(&mut hb)?;
@@ -345,26 +278,17 @@ impl Client {
             .remove(&r.cookie)
             .ok_or_else(|| protocol(format!("reply for unknown cookie {:#x}", r.cookie)))?;
         if r.error != 0 {
-            return Ok(Completion {
-                cookie: r.cookie,
-                result: Err(proto::io_from_errno(r.error)),
-            });
+            return Ok(Completion { cookie: r.cookie, result: Err(proto::io_from_errno(r.error)) });
         }
         let mut data = vec![0u8; len as usize];
         self.rd.read_exact(&mut data)?;
-        Ok(Completion {
-            cookie: r.cookie,
-            result: Ok(data),
-        })
+        Ok(Completion { cookie: r.cookie, result: Ok(data) })
     }
 
     /// Submits one request and waits for it (nothing else may be in flight).
     fn call(&mut self, req: Request<'_>) -> io::Result<Vec<u8>> {
         if !self.pending.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "pipelined requests still in flight",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "pipelined requests still in flight"));
         }
         self.submit(req)?;
         self.wait()?.result
@@ -374,10 +298,7 @@ impl Client {
     pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let max = self.block.max.max(512) as usize;
         for (i, chunk) in buf.chunks_mut(max).enumerate() {
-            let data = self.call(Request::Read {
-                offset: offset + (i * max) as u64,
-                len: chunk.len() as u32,
-            })?;
+            let data = self.call(Request::Read { offset: offset + (i * max) as u64, len: chunk.len() as u32 })?;
             chunk.copy_from_slice(&data);
         }
         Ok(())
@@ -386,11 +307,7 @@ impl Client {
     pub fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
         let max = self.block.max.max(512) as usize;
         for (i, chunk) in data.chunks(max).enumerate() {
-            self.call(Request::Write {
-                offset: offset + (i * max) as u64,
-                data: chunk,
-                fua,
-            })?;
+            self.call(Request::Write { offset: offset + (i * max) as u64, data: chunk, fua })?;
         }
         Ok(())
     }
@@ -404,12 +321,7 @@ impl Client {
     }
 
     pub fn write_zeroes(&mut self, offset: u64, len: u32, no_hole: bool) -> io::Result<()> {
-        self.call(Request::WriteZeroes {
-            offset,
-            len,
-            no_hole,
-        })
-        .map(drop)
+        self.call(Request::WriteZeroes { offset, len, no_hole }).map(drop)
     }
 
     /// Collects outstanding replies, sends `NBD_CMD_DISC` and closes.
@@ -417,13 +329,7 @@ impl Client {
         while !self.pending.is_empty() {
             self.wait()?;
         }
-        let h = RequestHeader {
-            flags: 0,
-            command: proto::CMD_DISC,
-            cookie: 0,
-            offset: 0,
-            length: 0,
-        };
+        let h = RequestHeader { flags: 0, command: proto::CMD_DISC, cookie: 0, offset: 0, length: 0 };
         self.wr.write_all(&proto::encode_request(&h))?;
         self.wr.flush()
     }

@@ -32,20 +32,13 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("name", &self.name)
-            .field("size", &self.export.size())
-            .finish()
+        f.debug_struct("Session").field("name", &self.name).field("size", &self.export.size()).finish()
     }
 }
 
 /// Transmission flags for `export`.
 pub fn tflags(export: &dyn Export) -> u16 {
-    if export.read_only() {
-        BASE_TFLAGS | proto::TFLAG_READ_ONLY
-    } else {
-        BASE_TFLAGS
-    }
+    if export.read_only() { BASE_TFLAGS | proto::TFLAG_READ_ONLY } else { BASE_TFLAGS }
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -54,13 +47,8 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 
 /// Runs the handshake on `s`. `Ok(None)`: the client aborted cleanly. `Err`: the connection must
 /// be closed (I/O error, protocol violation, or an `EXPORT_NAME` we cannot satisfy).
-pub fn negotiate<S: Read + Write>(
-    s: &mut S,
-    catalog: &dyn ExportCatalog,
-) -> io::Result<Option<Session>> {
-    s.write_all(&proto::encode_greeting(
-        proto::FLAG_FIXED_NEWSTYLE | proto::FLAG_NO_ZEROES,
-    ))?;
+pub fn negotiate<S: Read + Write>(s: &mut S, catalog: &dyn ExportCatalog) -> io::Result<Option<Session>> {
+    s.write_all(&proto::encode_greeting(proto::FLAG_FIXED_NEWSTYLE | proto::FLAG_NO_ZEROES))?;
     s.flush()?;
     let mut cf = [0u8; 4];
     s.read_exact(&mut cf)?;
@@ -82,18 +70,10 @@ pub fn negotiate<S: Read + Write>(
 
         if h.length > proto::MAX_OPTION_LEN {
             if h.option == proto::OPT_EXPORT_NAME || h.length > DISCARD_LIMIT {
-                return Err(invalid(format!(
-                    "option {} with {} bytes of data",
-                    h.option, h.length
-                )));
+                return Err(invalid(format!("option {} with {} bytes of data", h.option, h.length)));
             }
             discard(s, h.length)?;
-            err_reply(
-                &mut out,
-                h.option,
-                proto::REP_ERR_INVALID,
-                "option data too long",
-            );
+            err_reply(&mut out, h.option, proto::REP_ERR_INVALID, "option data too long");
             send(s, &out)?;
             continue;
         }
@@ -103,16 +83,11 @@ pub fn negotiate<S: Read + Write>(
         match h.option {
             proto::OPT_EXPORT_NAME => {
                 // No error reply exists for EXPORT_NAME: an unknown name closes the connection.
-                let name =
-                    String::from_utf8(data).map_err(|_| invalid("export name is not UTF-8"))?;
+                let name = String::from_utf8(data).map_err(|_| invalid("export name is not UTF-8"))?;
                 let Some((name, export)) = open(catalog, &name) else {
                     return Err(invalid(format!("unknown export {name:?}")));
                 };
-                let reply = proto::encode_export_name_reply(
-                    export.size(),
-                    tflags(export.as_ref()),
-                    no_zeroes,
-                );
+                let reply = proto::encode_export_name_reply(export.size(), tflags(export.as_ref()), no_zeroes);
                 send(s, &reply)?;
                 return Ok(Some(Session { name, export }));
             }
@@ -134,12 +109,7 @@ pub fn negotiate<S: Read + Write>(
                     }
                     proto::encode_option_reply(&mut out, h.option, proto::REP_ACK, &[]);
                 } else {
-                    err_reply(
-                        &mut out,
-                        h.option,
-                        proto::REP_ERR_INVALID,
-                        "LIST takes no data",
-                    );
+                    err_reply(&mut out, h.option, proto::REP_ERR_INVALID, "LIST takes no data");
                 }
                 send(s, &out)?;
             }
@@ -163,12 +133,7 @@ pub fn negotiate<S: Read + Write>(
 }
 
 /// Answers INFO or GO into `out`; returns the opened export when the answer was success.
-fn info_or_go(
-    out: &mut Vec<u8>,
-    option: u32,
-    data: &[u8],
-    catalog: &dyn ExportCatalog,
-) -> Option<Session> {
+fn info_or_go(out: &mut Vec<u8>, option: u32, data: &[u8], catalog: &dyn ExportCatalog) -> Option<Session> {
     let req = match proto::decode_info_request(data) {
         Ok(r) => r,
         Err(e) => {
@@ -177,32 +142,17 @@ fn info_or_go(
         }
     };
     let Some((name, export)) = open(catalog, &req.name) else {
-        err_reply(
-            out,
-            option,
-            proto::REP_ERR_UNKNOWN,
-            &format!("no export named {:?}", req.name),
-        );
+        err_reply(out, option, proto::REP_ERR_UNKNOWN, &format!("no export named {:?}", req.name));
         return None;
     };
     let tf = tflags(export.as_ref());
-    proto::encode_option_reply(
-        out,
-        option,
-        proto::REP_INFO,
-        &proto::encode_info_export(export.size(), tf),
-    );
+    proto::encode_option_reply(out, option, proto::REP_INFO, &proto::encode_info_export(export.size(), tf));
     // Sent whether asked or not (the spec allows it); qemu asks for it anyway.
     let min = export.block_size().clamp(1, proto::PREFERRED_BLOCK_SIZE);
     let bs = proto::encode_info_block_size(min, proto::PREFERRED_BLOCK_SIZE, proto::MAX_PAYLOAD);
     proto::encode_option_reply(out, option, proto::REP_INFO, &bs);
     if req.requests.contains(&proto::INFO_NAME) {
-        proto::encode_option_reply(
-            out,
-            option,
-            proto::REP_INFO,
-            &proto::encode_info_name(&name),
-        );
+        proto::encode_option_reply(out, option, proto::REP_INFO, &proto::encode_info_name(&name));
     }
     proto::encode_option_reply(out, option, proto::REP_ACK, &[]);
     Some(Session { name, export })

@@ -20,10 +20,7 @@ fn begin(client_flags: u32) -> (UnixStream, JoinHandle<Outcome>) {
     });
     let mut g = [0u8; proto::GREETING_LEN];
     c.read_exact(&mut g).unwrap();
-    assert_eq!(
-        proto::decode_greeting(&g),
-        Ok(proto::FLAG_FIXED_NEWSTYLE | proto::FLAG_NO_ZEROES)
-    );
+    assert_eq!(proto::decode_greeting(&g), Ok(proto::FLAG_FIXED_NEWSTYLE | proto::FLAG_NO_ZEROES));
     c.write_all(&client_flags.to_be_bytes()).unwrap();
     (c, t)
 }
@@ -31,8 +28,7 @@ fn begin(client_flags: u32) -> (UnixStream, JoinHandle<Outcome>) {
 const FLAGS: u32 = proto::FLAG_C_FIXED_NEWSTYLE | proto::FLAG_C_NO_ZEROES;
 
 fn opt(c: &mut UnixStream, option: u32, data: &[u8]) {
-    c.write_all(&proto::encode_option_header(option, data.len() as u32))
-        .unwrap();
+    c.write_all(&proto::encode_option_header(option, data.len() as u32)).unwrap();
     c.write_all(data).unwrap();
 }
 
@@ -64,34 +60,14 @@ fn qemu_option_sequence() {
     assert_eq!(rep(&mut c).0.reply_type, proto::REP_ERR_UNSUP);
     opt(&mut c, proto::OPT_STARTTLS, &[]);
     assert_eq!(rep(&mut c).0.reply_type, proto::REP_ERR_UNSUP);
-    opt(
-        &mut c,
-        proto::OPT_GO,
-        &proto::encode_info_request(VOL, &[proto::INFO_BLOCK_SIZE]),
-    );
+    opt(&mut c, proto::OPT_GO, &proto::encode_info_request(VOL, &[proto::INFO_BLOCK_SIZE]));
     let (h, d) = rep(&mut c);
     assert_eq!(h.reply_type, proto::REP_INFO);
-    assert_eq!(
-        proto::decode_info(&d),
-        Ok(proto::Info::Export {
-            size: 1 << 20,
-            tflags: BASE_TFLAGS
-        })
-    );
+    assert_eq!(proto::decode_info(&d), Ok(proto::Info::Export { size: 1 << 20, tflags: BASE_TFLAGS }));
     let (_, d) = rep(&mut c);
-    assert_eq!(
-        proto::decode_info(&d),
-        Ok(proto::Info::BlockSize {
-            min: 512,
-            preferred: 4096,
-            max: 32 << 20
-        })
-    );
+    assert_eq!(proto::decode_info(&d), Ok(proto::Info::BlockSize { min: 512, preferred: 4096, max: 32 << 20 }));
     assert_eq!(rep(&mut c).0.reply_type, proto::REP_ACK);
-    assert_eq!(
-        t.join().unwrap().unwrap(),
-        Some((VOL.to_string(), 1 << 20, BASE_TFLAGS))
-    );
+    assert_eq!(t.join().unwrap().unwrap(), Some((VOL.to_string(), 1 << 20, BASE_TFLAGS)));
 }
 
 #[test]
@@ -106,33 +82,16 @@ fn refuses_client_without_fixed_newstyle_or_with_unknown_flags() {
 #[test]
 fn info_unknown_then_name_then_abort() {
     let (mut c, t) = begin(FLAGS);
-    opt(
-        &mut c,
-        proto::OPT_INFO,
-        &proto::encode_info_request("nope", &[]),
-    );
+    opt(&mut c, proto::OPT_INFO, &proto::encode_info_request("nope", &[]));
     let (h, msg) = rep(&mut c);
     assert_eq!(h.reply_type, proto::REP_ERR_UNKNOWN);
     assert!(String::from_utf8(msg).unwrap().contains("nope"));
-    opt(
-        &mut c,
-        proto::OPT_INFO,
-        &proto::encode_info_request(RO, &[proto::INFO_NAME]),
-    );
+    opt(&mut c, proto::OPT_INFO, &proto::encode_info_request(RO, &[proto::INFO_NAME]));
     let (_, d) = rep(&mut c);
     let ro_flags = BASE_TFLAGS | proto::TFLAG_READ_ONLY;
-    assert_eq!(
-        proto::decode_info(&d),
-        Ok(proto::Info::Export {
-            size: 4096,
-            tflags: ro_flags
-        })
-    );
+    assert_eq!(proto::decode_info(&d), Ok(proto::Info::Export { size: 4096, tflags: ro_flags }));
     rep(&mut c); // block size
-    assert_eq!(
-        proto::decode_info(&rep(&mut c).1),
-        Ok(proto::Info::Name(RO.into()))
-    );
+    assert_eq!(proto::decode_info(&rep(&mut c).1), Ok(proto::Info::Name(RO.into())));
     assert_eq!(rep(&mut c).0.reply_type, proto::REP_ACK);
     // Malformed GO payload: error reply, session goes on.
     opt(&mut c, proto::OPT_GO, &[0, 0, 0, 9, b'x']);
@@ -176,17 +135,12 @@ fn oversize_options() {
     opt(&mut c, proto::OPT_LIST, &[]);
     while rep(&mut c).0.reply_type != proto::REP_ACK {}
     // Beyond the discard limit: disconnect without reading the payload.
-    c.write_all(&proto::encode_option_header(
-        proto::OPT_GO,
-        DISCARD_LIMIT + 1,
-    ))
-    .unwrap();
+    c.write_all(&proto::encode_option_header(proto::OPT_GO, DISCARD_LIMIT + 1)).unwrap();
     assert!(t.join().unwrap().is_err());
     assert!(closed(&mut c));
     // EXPORT_NAME cannot be answered with an error: oversize closes at once.
     let (mut c, t) = begin(FLAGS);
-    c.write_all(&proto::encode_option_header(proto::OPT_EXPORT_NAME, 5000))
-        .unwrap();
+    c.write_all(&proto::encode_option_header(proto::OPT_EXPORT_NAME, 5000)).unwrap();
     assert!(t.join().unwrap().is_err());
     assert!(closed(&mut c));
 }

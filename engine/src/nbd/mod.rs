@@ -132,11 +132,7 @@ pub struct Server {
 
 impl Default for Server {
     fn default() -> Self {
-        Server {
-            workers: 4,
-            queue_depth: 64,
-            handshake_timeout: Duration::from_secs(30),
-        }
+        Server { workers: 4, queue_depth: 64, handshake_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -168,11 +164,7 @@ pub struct ServerHandle {
 impl Server {
     /// Serves `catalog` on a Unix socket at `path` (mode 0600). A stale socket file is replaced;
     /// a live one (a server answers) or a non-socket file is an error.
-    pub fn serve_unix(
-        &self,
-        path: &Path,
-        catalog: Arc<dyn ExportCatalog>,
-    ) -> io::Result<ServerHandle> {
+    pub fn serve_unix(&self, path: &Path, catalog: Arc<dyn ExportCatalog>) -> io::Result<ServerHandle> {
         if let Ok(md) = std::fs::symlink_metadata(path) {
             if !md.file_type().is_socket() {
                 return Err(io::Error::new(
@@ -194,21 +186,12 @@ impl Server {
         let md = std::fs::metadata(path)?;
         let socket_id = Some((md.dev(), md.ino()));
         let accept = move || listener.accept().map(|(s, _)| Conn::Unix(s));
-        self.start(
-            ListenAddr::Unix(path.to_path_buf()),
-            socket_id,
-            catalog,
-            accept,
-        )
+        self.start(ListenAddr::Unix(path.to_path_buf()), socket_id, catalog, accept)
     }
 
     /// Serves `catalog` on TCP. Only loopback addresses are accepted (NBD has no authentication
     /// here). Port 0 picks a free port; see [`ServerHandle::addr`].
-    pub fn serve_tcp(
-        &self,
-        addr: SocketAddr,
-        catalog: Arc<dyn ExportCatalog>,
-    ) -> io::Result<ServerHandle> {
+    pub fn serve_tcp(&self, addr: SocketAddr, catalog: Arc<dyn ExportCatalog>) -> io::Result<ServerHandle> {
         if !addr.ip().is_loopback() {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -236,26 +219,19 @@ impl Server {
         let shared = Arc::new(Shared::default());
         let cfg = self.clone();
         let sh = shared.clone();
-        let accept = std::thread::Builder::new()
-            .name("nbd-accept".into())
-            .spawn(move || {
-                while !sh.closing.load(Ordering::Acquire) {
-                    match accept() {
-                        Ok(conn) => spawn_connection(&sh, &cfg, &catalog, conn),
-                        Err(e) => {
-                            tracing::warn!("nbd: accept failed: {e}");
-                            // EMFILE and friends: back off instead of spinning.
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
+        let accept = std::thread::Builder::new().name("nbd-accept".into()).spawn(move || {
+            while !sh.closing.load(Ordering::Acquire) {
+                match accept() {
+                    Ok(conn) => spawn_connection(&sh, &cfg, &catalog, conn),
+                    Err(e) => {
+                        tracing::warn!("nbd: accept failed: {e}");
+                        // EMFILE and friends: back off instead of spinning.
+                        std::thread::sleep(Duration::from_millis(50));
                     }
                 }
-            })?;
-        Ok(ServerHandle {
-            addr,
-            shared,
-            accept: Some(accept),
-            socket_id,
-        })
+            }
+        })?;
+        Ok(ServerHandle { addr, shared, accept: Some(accept), socket_id })
     }
 }
 
@@ -276,14 +252,12 @@ fn spawn_connection(sh: &Arc<Shared>, cfg: &Server, catalog: &Arc<dyn ExportCata
         };
     }
     let (sh2, cfg, catalog) = (sh.clone(), cfg.clone(), catalog.clone());
-    let spawned = std::thread::Builder::new()
-        .name(format!("nbd-conn-{id}"))
-        .spawn(move || {
-            if let Err(e) = run_connection(conn, &cfg, catalog.as_ref()) {
-                tracing::info!("nbd: connection {id} ended: {e}");
-            }
-            lock(&sh2.conns).remove(&id);
-        });
+    let spawned = std::thread::Builder::new().name(format!("nbd-conn-{id}")).spawn(move || {
+        if let Err(e) = run_connection(conn, &cfg, catalog.as_ref()) {
+            tracing::info!("nbd: connection {id} ended: {e}");
+        }
+        lock(&sh2.conns).remove(&id);
+    });
     let mut threads = lock(&sh.threads);
     threads.retain(|t| !t.is_finished());
     match spawned {

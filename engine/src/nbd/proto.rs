@@ -186,10 +186,7 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or(DecodeError::Short {
-            need: self.pos.saturating_add(n),
-            got: self.buf.len(),
-        })?;
+        let end = end.ok_or(DecodeError::Short { need: self.pos.saturating_add(n), got: self.buf.len() })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -264,10 +261,7 @@ pub fn decode_option_header(b: &[u8]) -> Result<OptionHeader, DecodeError> {
     if m != IHAVEOPT {
         return Err(DecodeError::BadMagic { got: m });
     }
-    Ok(OptionHeader {
-        option: r.u32()?,
-        length: r.u32()?,
-    })
+    Ok(OptionHeader { option: r.u32()?, length: r.u32()? })
 }
 
 /// Header of one option reply.
@@ -294,11 +288,7 @@ pub fn decode_option_reply_header(b: &[u8]) -> Result<OptionReplyHeader, DecodeE
     if m != OPTION_REPLY_MAGIC {
         return Err(DecodeError::BadMagic { got: m });
     }
-    Ok(OptionReplyHeader {
-        option: r.u32()?,
-        reply_type: r.u32()?,
-        length: r.u32()?,
-    })
+    Ok(OptionReplyHeader { option: r.u32()?, reply_type: r.u32()?, length: r.u32()? })
 }
 
 /// The reply to `NBD_OPT_EXPORT_NAME`: size, flags and (unless NO_ZEROES) 124 zero bytes.
@@ -323,11 +313,7 @@ pub fn encode_info_request(name: &str, requests: &[u16]) -> Vec<u8> {
     let mut b = Vec::with_capacity(6 + name.len() + 2 * requests.len());
     b.extend_from_slice(&u32::try_from(name.len()).unwrap_or(u32::MAX).to_be_bytes());
     b.extend_from_slice(name.as_bytes());
-    b.extend_from_slice(
-        &u16::try_from(requests.len())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes(),
-    );
+    b.extend_from_slice(&u16::try_from(requests.len()).unwrap_or(u16::MAX).to_be_bytes());
     for r in requests {
         b.extend_from_slice(&r.to_be_bytes());
     }
@@ -400,15 +386,8 @@ pub fn decode_info(b: &[u8]) -> Result<Info, DecodeError> {
     let mut r = Reader::new(b);
     let ty = r.u16()?;
     let info = match ty {
-        INFO_EXPORT => Info::Export {
-            size: r.u64()?,
-            tflags: r.u16()?,
-        },
-        INFO_BLOCK_SIZE => Info::BlockSize {
-            min: r.u32()?,
-            preferred: r.u32()?,
-            max: r.u32()?,
-        },
+        INFO_EXPORT => Info::Export { size: r.u64()?, tflags: r.u16()? },
+        INFO_BLOCK_SIZE => Info::BlockSize { min: r.u32()?, preferred: r.u32()?, max: r.u32()? },
         INFO_NAME => return Ok(Info::Name(utf8(r.rest())?)),
         other => return Ok(Info::Other(other)),
     };
@@ -459,22 +438,13 @@ pub fn encode_request(h: &RequestHeader) -> [u8; REQUEST_LEN] {
 pub fn decode_request(b: &[u8]) -> Result<RequestHeader, DecodeError> {
     let mut r = Reader::new(b);
     if b.len() < REQUEST_LEN {
-        return Err(DecodeError::Short {
-            need: REQUEST_LEN,
-            got: b.len(),
-        });
+        return Err(DecodeError::Short { need: REQUEST_LEN, got: b.len() });
     }
     let m = r.u32()?;
     if m != REQUEST_MAGIC {
         return Err(DecodeError::BadMagic { got: u64::from(m) });
     }
-    Ok(RequestHeader {
-        flags: r.u16()?,
-        command: r.u16()?,
-        cookie: r.u64()?,
-        offset: r.u64()?,
-        length: r.u32()?,
-    })
+    Ok(RequestHeader { flags: r.u16()?, command: r.u16()?, cookie: r.u64()?, offset: r.u64()?, length: r.u32()? })
 }
 
 /// A simple reply header (data, if any, follows it on the wire).
@@ -498,19 +468,11 @@ pub fn decode_simple_reply(b: &[u8]) -> Result<SimpleReply, DecodeError> {
     if m != SIMPLE_REPLY_MAGIC {
         return Err(DecodeError::BadMagic { got: u64::from(m) });
     }
-    Ok(SimpleReply {
-        error: r.u32()?,
-        cookie: r.u64()?,
-    })
+    Ok(SimpleReply { error: r.u32()?, cookie: r.u64()? })
 }
 
 /// Structured reply chunk header; the payload of `length` bytes follows.
-pub fn encode_chunk_header(
-    flags: u16,
-    ty: u16,
-    cookie: u64,
-    length: u32,
-) -> [u8; CHUNK_HEADER_LEN] {
+pub fn encode_chunk_header(flags: u16, ty: u16, cookie: u64, length: u32) -> [u8; CHUNK_HEADER_LEN] {
     let mut b = [0u8; CHUNK_HEADER_LEN];
     b[..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
     b[4..6].copy_from_slice(&flags.to_be_bytes());
@@ -530,12 +492,7 @@ pub fn encode_chunk_offset_data(
 ) -> Option<[u8; CHUNK_HEADER_LEN + 8]> {
     let len = data_len.checked_add(8)?;
     let mut b = [0u8; CHUNK_HEADER_LEN + 8];
-    b[..CHUNK_HEADER_LEN].copy_from_slice(&encode_chunk_header(
-        flags,
-        REPLY_TYPE_OFFSET_DATA,
-        cookie,
-        len,
-    ));
+    b[..CHUNK_HEADER_LEN].copy_from_slice(&encode_chunk_header(flags, REPLY_TYPE_OFFSET_DATA, cookie, len));
     b[CHUNK_HEADER_LEN..].copy_from_slice(&offset.to_be_bytes());
     Some(b)
 }
@@ -551,12 +508,7 @@ pub fn encode_chunk_error(cookie: u64, error: u32, message: &str) -> Vec<u8> {
     let mut b = Vec::with_capacity(CHUNK_HEADER_LEN + 6 + msg.len());
     // msg.len() <= 65529, so both conversions are lossless.
     let len = (6 + msg.len()) as u32;
-    b.extend_from_slice(&encode_chunk_header(
-        REPLY_FLAG_DONE,
-        REPLY_TYPE_ERROR,
-        cookie,
-        len,
-    ));
+    b.extend_from_slice(&encode_chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie, len));
     b.extend_from_slice(&error.to_be_bytes());
     b.extend_from_slice(&(msg.len() as u16).to_be_bytes());
     b.extend_from_slice(msg);
@@ -587,9 +539,7 @@ pub fn errno_from_io(e: &io::Error) -> u32 {
         io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => EPERM,
         io::ErrorKind::OutOfMemory => ENOMEM,
         io::ErrorKind::InvalidInput => EINVAL,
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge => {
-            ENOSPC
-        }
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge => ENOSPC,
         io::ErrorKind::Unsupported => ENOTSUP,
         _ => EIO,
     }

@@ -14,45 +14,24 @@ fn greeting_bytes_and_round_trip() {
 #[test]
 fn greeting_malformed() {
     let g = encode_greeting(1);
-    assert_eq!(
-        decode_greeting(&g[..17]),
-        Err(DecodeError::Short { need: 18, got: 17 })
-    );
+    assert_eq!(decode_greeting(&g[..17]), Err(DecodeError::Short { need: 18, got: 17 }));
     let mut old = g;
     old[8..16].copy_from_slice(&0x0000_4202_8186_1253_u64.to_be_bytes());
-    assert!(matches!(
-        decode_greeting(&old),
-        Err(DecodeError::BadMagic { .. })
-    ));
+    assert!(matches!(decode_greeting(&old), Err(DecodeError::BadMagic { .. })));
     let mut bad = g;
     bad[0] = b'X';
-    assert!(matches!(
-        decode_greeting(&bad),
-        Err(DecodeError::BadMagic { .. })
-    ));
+    assert!(matches!(decode_greeting(&bad), Err(DecodeError::BadMagic { .. })));
 }
 
 #[test]
 fn option_header_round_trip_and_errors() {
     let h = encode_option_header(OPT_GO, 42);
     assert_eq!(&h[..8], b"IHAVEOPT");
-    assert_eq!(
-        decode_option_header(&h),
-        Ok(OptionHeader {
-            option: OPT_GO,
-            length: 42
-        })
-    );
-    assert!(matches!(
-        decode_option_header(&h[..15]),
-        Err(DecodeError::Short { need: 16, .. })
-    ));
+    assert_eq!(decode_option_header(&h), Ok(OptionHeader { option: OPT_GO, length: 42 }));
+    assert!(matches!(decode_option_header(&h[..15]), Err(DecodeError::Short { need: 16, .. })));
     let mut bad = h;
     bad[3] ^= 1;
-    assert!(matches!(
-        decode_option_header(&bad),
-        Err(DecodeError::BadMagic { .. })
-    ));
+    assert!(matches!(decode_option_header(&bad), Err(DecodeError::BadMagic { .. })));
 }
 
 #[test]
@@ -62,21 +41,11 @@ fn option_reply_round_trip() {
     assert_eq!(out.len(), OPTION_REPLY_HEADER_LEN + 3);
     assert_eq!(&out[..8], &[0, 3, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9]);
     let h = decode_option_reply_header(&out).unwrap();
-    assert_eq!(
-        h,
-        OptionReplyHeader {
-            option: OPT_LIST,
-            reply_type: REP_SERVER,
-            length: 3
-        }
-    );
+    assert_eq!(h, OptionReplyHeader { option: OPT_LIST, reply_type: REP_SERVER, length: 3 });
     assert_eq!(&out[20..], b"abc");
     assert!(decode_option_reply_header(&out[..19]).is_err());
     out[0] = 1;
-    assert!(matches!(
-        decode_option_reply_header(&out),
-        Err(DecodeError::BadMagic { .. })
-    ));
+    assert!(matches!(decode_option_reply_header(&out), Err(DecodeError::BadMagic { .. })));
 }
 
 #[test]
@@ -105,13 +74,7 @@ fn info_request_round_trip() {
     assert_eq!(r.name, "IBM.2107-75FA120/1000");
     assert_eq!(r.requests, vec![INFO_BLOCK_SIZE, INFO_NAME]);
     let empty = decode_info_request(&encode_info_request("", &[])).unwrap();
-    assert_eq!(
-        empty,
-        InfoRequest {
-            name: String::new(),
-            requests: vec![]
-        }
-    );
+    assert_eq!(empty, InfoRequest { name: String::new(), requests: vec![] });
 }
 
 #[test]
@@ -123,10 +86,7 @@ fn info_request_malformed() {
     }
     let mut trailing = b.clone();
     trailing.push(0);
-    assert_eq!(
-        decode_info_request(&trailing),
-        Err(DecodeError::Malformed("trailing bytes after info requests"))
-    );
+    assert_eq!(decode_info_request(&trailing), Err(DecodeError::Malformed("trailing bytes after info requests")));
     // Name length far beyond the data.
     let mut huge = b.clone();
     huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
@@ -135,46 +95,24 @@ fn info_request_malformed() {
     let mut many = encode_info_request("v", &[]);
     let n = many.len();
     many[n - 2..].copy_from_slice(&1000u16.to_be_bytes());
-    assert!(matches!(
-        decode_info_request(&many),
-        Err(DecodeError::Short { .. })
-    ));
+    assert!(matches!(decode_info_request(&many), Err(DecodeError::Short { .. })));
     // Not UTF-8.
     let mut bad = encode_info_request("ab", &[]);
     bad[4] = 0xff;
-    assert!(matches!(
-        decode_info_request(&bad),
-        Err(DecodeError::Malformed(_))
-    ));
+    assert!(matches!(decode_info_request(&bad), Err(DecodeError::Malformed(_))));
 }
 
 #[test]
 fn info_replies_round_trip() {
     let e = encode_info_export(1 << 40, TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH);
     assert_eq!(e.len(), 12);
-    assert_eq!(
-        decode_info(&e),
-        Ok(Info::Export {
-            size: 1 << 40,
-            tflags: 5
-        })
-    );
+    assert_eq!(decode_info(&e), Ok(Info::Export { size: 1 << 40, tflags: 5 }));
     let bs = encode_info_block_size(512, PREFERRED_BLOCK_SIZE, MAX_PAYLOAD);
     assert_eq!(bs.len(), 14);
-    assert_eq!(
-        decode_info(&bs),
-        Ok(Info::BlockSize {
-            min: 512,
-            preferred: 4096,
-            max: 32 << 20
-        })
-    );
+    assert_eq!(decode_info(&bs), Ok(Info::BlockSize { min: 512, preferred: 4096, max: 32 << 20 }));
     let n = encode_info_name("a/b");
     assert_eq!(decode_info(&n), Ok(Info::Name("a/b".into())));
-    assert_eq!(
-        decode_info(&[0, 2, 1, 2]),
-        Ok(Info::Other(INFO_DESCRIPTION))
-    );
+    assert_eq!(decode_info(&[0, 2, 1, 2]), Ok(Info::Other(INFO_DESCRIPTION)));
     assert!(decode_info(&e[..11]).is_err());
     assert!(decode_info(&[0]).is_err());
     let mut long = e.clone();
@@ -188,10 +126,7 @@ fn rep_server_round_trip() {
     assert_eq!(decode_rep_server(&b).unwrap(), "IBM.2107-75FA120/1000");
     let mut with_desc = b.clone();
     with_desc.extend_from_slice(b"description");
-    assert_eq!(
-        decode_rep_server(&with_desc).unwrap(),
-        "IBM.2107-75FA120/1000"
-    );
+    assert_eq!(decode_rep_server(&with_desc).unwrap(), "IBM.2107-75FA120/1000");
     assert!(decode_rep_server(&b[..b.len() - 1]).is_err());
     assert!(decode_rep_server(&[0, 0]).is_err());
 }
@@ -214,57 +149,27 @@ fn request_round_trip_exact_bytes() {
 
 #[test]
 fn request_malformed() {
-    let b = encode_request(&RequestHeader {
-        flags: 0,
-        command: CMD_READ,
-        cookie: 1,
-        offset: 0,
-        length: 1,
-    });
+    let b = encode_request(&RequestHeader { flags: 0, command: CMD_READ, cookie: 1, offset: 0, length: 1 });
     for n in 0..REQUEST_LEN {
-        assert_eq!(
-            decode_request(&b[..n]),
-            Err(DecodeError::Short {
-                need: REQUEST_LEN,
-                got: n
-            })
-        );
+        assert_eq!(decode_request(&b[..n]), Err(DecodeError::Short { need: REQUEST_LEN, got: n }));
     }
     let mut bad = b;
     bad[0] = 0;
-    assert_eq!(
-        decode_request(&bad),
-        Err(DecodeError::BadMagic { got: 0x0060_9513 })
-    );
+    assert_eq!(decode_request(&bad), Err(DecodeError::BadMagic { got: 0x0060_9513 }));
     // An extended-header magic is out of frame too.
     bad[..4].copy_from_slice(&0x21e4_1c71u32.to_be_bytes());
-    assert!(matches!(
-        decode_request(&bad),
-        Err(DecodeError::BadMagic { .. })
-    ));
+    assert!(matches!(decode_request(&bad), Err(DecodeError::BadMagic { .. })));
 }
 
 #[test]
 fn simple_reply_round_trip() {
     let b = encode_simple_reply(EINVAL, 99);
     assert_eq!(&b[..4], &[0x67, 0x44, 0x66, 0x98]);
-    assert_eq!(
-        decode_simple_reply(&b),
-        Ok(SimpleReply {
-            error: 22,
-            cookie: 99
-        })
-    );
-    assert!(matches!(
-        decode_simple_reply(&b[..15]),
-        Err(DecodeError::Short { .. })
-    ));
+    assert_eq!(decode_simple_reply(&b), Ok(SimpleReply { error: 22, cookie: 99 }));
+    assert!(matches!(decode_simple_reply(&b[..15]), Err(DecodeError::Short { .. })));
     let mut bad = b;
     bad[1] = 0;
-    assert!(matches!(
-        decode_simple_reply(&bad),
-        Err(DecodeError::BadMagic { .. })
-    ));
+    assert!(matches!(decode_simple_reply(&bad), Err(DecodeError::BadMagic { .. })));
 }
 
 #[test]

@@ -60,10 +60,7 @@ impl Export for MemExport {
         if traps && offset == SLOW_OFFSET {
             std::thread::sleep(Duration::from_millis(300));
         }
-        assert!(
-            !traps || offset != PANIC_OFFSET,
-            "trap: read at PANIC_OFFSET"
-        );
+        assert!(!traps || offset != PANIC_OFFSET, "trap: read at PANIC_OFFSET");
         buf.copy_from_slice(&self.data.lock().unwrap()[range(offset, buf.len())]);
         Ok(())
     }
@@ -105,14 +102,8 @@ pub(super) struct MemCatalog {
 
 impl MemCatalog {
     pub fn with(names: &[(&str, usize, bool)]) -> Arc<Self> {
-        let exports = names
-            .iter()
-            .map(|&(n, size, ro)| (n.to_owned(), Arc::new(MemExport::new(size, ro))))
-            .collect();
-        Arc::new(MemCatalog {
-            exports,
-            opened: AtomicUsize::new(0),
-        })
+        let exports = names.iter().map(|&(n, size, ro)| (n.to_owned(), Arc::new(MemExport::new(size, ro)))).collect();
+        Arc::new(MemCatalog { exports, opened: AtomicUsize::new(0) })
     }
 }
 
@@ -140,9 +131,7 @@ pub(super) fn start() -> (tempfile::TempDir, Arc<MemCatalog>, ServerHandle, Endp
 }
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8)
-        .collect()
+    (0..len).map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8).collect()
 }
 
 #[test]
@@ -151,15 +140,9 @@ fn socket_mode_and_list() {
     let (dir, _cat, h, ep) = start();
     let md = std::fs::metadata(dir.path().join("nbd.sock")).unwrap();
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
-    assert_eq!(
-        client::list(&ep).unwrap(),
-        vec![VOL.to_string(), RO.to_string()]
-    );
+    assert_eq!(client::list(&ep).unwrap(), vec![VOL.to_string(), RO.to_string()]);
     h.shutdown();
-    assert!(
-        !dir.path().join("nbd.sock").exists(),
-        "socket file removed on shutdown"
-    );
+    assert!(!dir.path().join("nbd.sock").exists(), "socket file removed on shutdown");
 }
 
 #[test]
@@ -169,34 +152,22 @@ fn stale_socket_replaced_live_socket_refused() {
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves a stale file
     let cat = MemCatalog::with(&[(VOL, 1 << 20, false)]);
     let h = Server::default().serve_unix(&path, cat.clone()).unwrap();
-    let err = Server::default()
-        .serve_unix(&path, cat.clone())
-        .unwrap_err();
+    let err = Server::default().serve_unix(&path, cat.clone()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     let file = dir.path().join("plain");
     std::fs::write(&file, b"x").unwrap();
     assert!(Server::default().serve_unix(&file, cat.clone()).is_err());
-    assert_eq!(
-        std::fs::read(&file).unwrap(),
-        b"x",
-        "a non-socket file is never removed"
-    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"x", "a non-socket file is never removed");
     h.shutdown();
 }
 
 #[test]
 fn tcp_loopback_only() {
     let cat = MemCatalog::with(&[(VOL, 1 << 20, false)]);
-    let err = Server::default()
-        .serve_tcp("0.0.0.0:0".parse().unwrap(), cat.clone())
-        .unwrap_err();
+    let err = Server::default().serve_tcp("0.0.0.0:0".parse().unwrap(), cat.clone()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
-    let h = Server::default()
-        .serve_tcp("127.0.0.1:0".parse().unwrap(), cat.clone())
-        .unwrap();
-    let ListenAddr::Tcp(addr) = h.addr().clone() else {
-        panic!("tcp addr")
-    };
+    let h = Server::default().serve_tcp("127.0.0.1:0".parse().unwrap(), cat.clone()).unwrap();
+    let ListenAddr::Tcp(addr) = h.addr().clone() else { panic!("tcp addr") };
     let mut c = Client::connect(&Endpoint::Tcp(addr), VOL).unwrap();
     c.write(4096, b"hello", false).unwrap();
     let mut b = [0u8; 5];
@@ -216,12 +187,7 @@ fn basic_commands_and_flags() {
     assert_eq!(c.block_sizes().min, 512);
     assert_eq!(c.block_sizes().max, proto::MAX_PAYLOAD);
     let tf = c.transmission_flags();
-    for f in [
-        proto::TFLAG_HAS_FLAGS,
-        proto::TFLAG_SEND_FLUSH,
-        proto::TFLAG_SEND_FUA,
-        proto::TFLAG_SEND_TRIM,
-    ] {
+    for f in [proto::TFLAG_HAS_FLAGS, proto::TFLAG_SEND_FLUSH, proto::TFLAG_SEND_FUA, proto::TFLAG_SEND_TRIM] {
         assert!(tf & f != 0);
     }
     assert!(tf & proto::TFLAG_CAN_MULTI_CONN != 0 && !c.read_only());
@@ -233,10 +199,7 @@ fn basic_commands_and_flags() {
     assert_eq!(back, data);
     c.write_zeroes(0, 4096, true).unwrap();
     c.write_zeroes(8192, 4096, false).unwrap();
-    assert_eq!(
-        *e.zeroes.lock().unwrap(),
-        vec![(0, 4096, false), (8192, 4096, true)]
-    );
+    assert_eq!(*e.zeroes.lock().unwrap(), vec![(0, 4096, false), (8192, 4096, true)]);
     c.trim(65536, 65536).unwrap();
     assert_eq!(e.trims.load(Ordering::Relaxed), 1);
     c.flush().unwrap();
@@ -261,11 +224,9 @@ fn read_only_export_refuses_writes() {
     let (_d, _cat, h, ep) = start();
     let mut c = Client::connect(&ep, RO).unwrap();
     assert!(c.read_only());
-    for err in [
-        c.write(0, b"x", false).unwrap_err(),
-        c.trim(0, 512).unwrap_err(),
-        c.write_zeroes(0, 512, false).unwrap_err(),
-    ] {
+    for err in
+        [c.write(0, b"x", false).unwrap_err(), c.trim(0, 512).unwrap_err(), c.write_zeroes(0, 512, false).unwrap_err()]
+    {
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     }
     c.read(0, &mut [0u8; 512]).unwrap();
@@ -279,20 +240,12 @@ fn unknown_export_and_default_name() {
     let err = Client::connect(&ep, "IBM.2107-75FA120/9999").unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound);
     // Two exports: the default (empty) name is ambiguous and refused.
-    assert_eq!(
-        Client::connect(&ep, "").unwrap_err().kind(),
-        io::ErrorKind::NotFound
-    );
+    assert_eq!(Client::connect(&ep, "").unwrap_err().kind(), io::ErrorKind::NotFound);
     h.shutdown();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("one.sock");
-    let h = Server::default()
-        .serve_unix(&path, MemCatalog::with(&[(VOL, 1 << 20, false)]))
-        .unwrap();
-    assert_eq!(
-        Client::connect(&Endpoint::Unix(path), "").unwrap().size(),
-        1 << 20
-    );
+    let h = Server::default().serve_unix(&path, MemCatalog::with(&[(VOL, 1 << 20, false)])).unwrap();
+    assert_eq!(Client::connect(&Endpoint::Unix(path), "").unwrap().size(), 1 << 20);
     h.shutdown();
 }
 
@@ -301,23 +254,9 @@ fn replies_out_of_order() {
     let (_d, cat, h, ep) = start();
     cat.exports[VOL].traps.store(true, Ordering::Relaxed);
     let mut c = Client::connect(&ep, VOL).unwrap();
-    let slow = c
-        .submit(Request::Read {
-            offset: SLOW_OFFSET,
-            len: 512,
-        })
-        .unwrap();
-    let fast = c
-        .submit(Request::Read {
-            offset: 0,
-            len: 512,
-        })
-        .unwrap();
-    assert_eq!(
-        c.wait().unwrap().cookie,
-        fast,
-        "the fast read overtakes the slow one"
-    );
+    let slow = c.submit(Request::Read { offset: SLOW_OFFSET, len: 512 }).unwrap();
+    let fast = c.submit(Request::Read { offset: 0, len: 512 }).unwrap();
+    assert_eq!(c.wait().unwrap().cookie, fast, "the fast read overtakes the slow one");
     assert_eq!(c.wait().unwrap().cookie, slow);
     h.shutdown();
 }
@@ -338,12 +277,7 @@ fn pipelined_eight_threads() {
                     if c.in_flight() == 32 {
                         c.wait().unwrap().result.unwrap();
                     }
-                    c.submit(Request::Write {
-                        offset: base + (i * CHUNK) as u64,
-                        data: b,
-                        fua: false,
-                    })
-                    .unwrap();
+                    c.submit(Request::Write { offset: base + (i * CHUNK) as u64, data: b, fua: false }).unwrap();
                     max_depth = max_depth.max(c.in_flight());
                 }
                 while c.in_flight() > 0 {
@@ -352,12 +286,7 @@ fn pipelined_eight_threads() {
                 assert_eq!(max_depth, 32);
                 let mut cookies = std::collections::HashMap::new();
                 for i in 0..64 {
-                    let ck = c
-                        .submit(Request::Read {
-                            offset: base + (i * CHUNK) as u64,
-                            len: CHUNK as u32,
-                        })
-                        .unwrap();
+                    let ck = c.submit(Request::Read { offset: base + (i * CHUNK) as u64, len: CHUNK as u32 }).unwrap();
                     cookies.insert(ck, i);
                 }
                 for _ in 0..64 {
@@ -373,10 +302,7 @@ fn pipelined_eight_threads() {
         t.join().unwrap();
     }
     let data = cat.exports[VOL].data.lock().unwrap();
-    assert_eq!(
-        data[(7 << 22) + 63 * CHUNK..(7 << 22) + 64 * CHUNK],
-        pattern(7063, CHUNK)[..]
-    );
+    assert_eq!(data[(7 << 22) + 63 * CHUNK..(7 << 22) + 64 * CHUNK], pattern(7063, CHUNK)[..]);
     drop(data);
     h.shutdown();
 }
@@ -392,11 +318,7 @@ fn raw_go(ep: &Endpoint, name: &str) -> UnixStream {
     s.read_exact(&mut g).unwrap();
     s.write_all(&3u32.to_be_bytes()).unwrap();
     let data = proto::encode_info_request(name, &[]);
-    s.write_all(&proto::encode_option_header(
-        proto::OPT_GO,
-        data.len() as u32,
-    ))
-    .unwrap();
+    s.write_all(&proto::encode_option_header(proto::OPT_GO, data.len() as u32)).unwrap();
     s.write_all(&data).unwrap();
     loop {
         let mut hb = [0u8; 20];
@@ -412,13 +334,7 @@ fn raw_go(ep: &Endpoint, name: &str) -> UnixStream {
 }
 
 fn req(s: &mut UnixStream, command: u16, flags: u16, cookie: u64, offset: u64, length: u32) {
-    let h = RequestHeader {
-        flags,
-        command,
-        cookie,
-        offset,
-        length,
-    };
+    let h = RequestHeader { flags, command, cookie, offset, length };
     s.write_all(&proto::encode_request(&h)).unwrap();
 }
 
@@ -458,32 +374,14 @@ fn malformed_requests_get_errno() {
     req(&mut s, proto::CMD_WRITE, 0, 7, 0, n);
     let mut w = s.try_clone().unwrap();
     let writer = std::thread::spawn(move || w.write_all(&vec![0x5a; n as usize]).unwrap());
-    assert_eq!(
-        reply(&mut s),
-        proto::SimpleReply {
-            error: proto::EINVAL,
-            cookie: 7
-        }
-    );
+    assert_eq!(reply(&mut s), proto::SimpleReply { error: proto::EINVAL, cookie: 7 });
     writer.join().unwrap();
     // Still serving on the same connection.
     req(&mut s, proto::CMD_WRITE, 0, 8, 512, 3);
     s.write_all(b"xyz").unwrap();
-    assert_eq!(
-        reply(&mut s),
-        proto::SimpleReply {
-            error: 0,
-            cookie: 8
-        }
-    );
+    assert_eq!(reply(&mut s), proto::SimpleReply { error: 0, cookie: 8 });
     req(&mut s, proto::CMD_READ, 0, 9, 512, 3);
-    assert_eq!(
-        reply(&mut s),
-        proto::SimpleReply {
-            error: 0,
-            cookie: 9
-        }
-    );
+    assert_eq!(reply(&mut s), proto::SimpleReply { error: 0, cookie: 9 });
     let mut d = [0u8; 3];
     s.read_exact(&mut d).unwrap();
     assert_eq!(&d, b"xyz");
@@ -505,16 +403,8 @@ fn framing_errors_disconnect_and_server_survives() {
     assert!(closed(&mut s));
     // Short header, then EOF.
     let mut s = raw_go(&ep, VOL);
-    s.write_all(
-        &proto::encode_request(&RequestHeader {
-            flags: 0,
-            command: 0,
-            cookie: 1,
-            offset: 0,
-            length: 1,
-        })[..10],
-    )
-    .unwrap();
+    s.write_all(&proto::encode_request(&RequestHeader { flags: 0, command: 0, cookie: 1, offset: 0, length: 1 })[..10])
+        .unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(closed(&mut s));
     // Write whose payload never fully arrives.
@@ -536,9 +426,7 @@ fn shutdown_closes_idle_clients() {
     let mut s = raw_go(&ep, VOL);
     let Endpoint::Unix(p) = &ep else { panic!() };
     let mut mid_handshake = UnixStream::connect(p).unwrap();
-    mid_handshake
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    mid_handshake.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let t = std::time::Instant::now();
     h.shutdown();
     assert!(t.elapsed() < Duration::from_secs(5));

@@ -44,27 +44,11 @@ fn allowed_flags(command: u16) -> u16 {
 /// One validated request for a worker.
 #[derive(Debug)]
 enum Op {
-    Read {
-        offset: u64,
-        len: u32,
-    },
-    Write {
-        offset: u64,
-        data: Vec<u8>,
-        fua: bool,
-    },
+    Read { offset: u64, len: u32 },
+    Write { offset: u64, data: Vec<u8>, fua: bool },
     Flush,
-    Trim {
-        offset: u64,
-        len: u64,
-        fua: bool,
-    },
-    Zeroes {
-        offset: u64,
-        len: u64,
-        may_trim: bool,
-        fua: bool,
-    },
+    Trim { offset: u64, len: u64, fua: bool },
+    Zeroes { offset: u64, len: u64, may_trim: bool, fua: bool },
 }
 
 #[derive(Debug)]
@@ -111,19 +95,11 @@ impl Budget {
 /// Serves requests on `conn` against `export` until the client disconnects (`NBD_CMD_DISC` or
 /// EOF), the stream goes out of frame, or the socket is shut down. In-flight requests always
 /// finish before this returns.
-pub(crate) fn serve(
-    conn: Conn,
-    export: Arc<dyn Export>,
-    workers: usize,
-    queue_depth: usize,
-) -> io::Result<()> {
+pub(crate) fn serve(conn: Conn, export: Arc<dyn Export>, workers: usize, queue_depth: usize) -> io::Result<()> {
     let write_half = conn.try_clone()?;
     let (job_tx, job_rx) = bounded::<Job>(queue_depth.max(1));
     let (reply_tx, reply_rx) = bounded::<Reply>(queue_depth.max(1));
-    let budget = Budget {
-        used: Mutex::new(0),
-        cv: Condvar::new(),
-    };
+    let budget = Budget { used: Mutex::new(0), cv: Condvar::new() };
     let export = export.as_ref();
 
     thread::scope(|sc| {
@@ -133,15 +109,13 @@ pub(crate) fn serve(
             .spawn_scoped(sc, move || write_replies(write_half, reply_rx, budget))?;
         for i in 0..workers.max(1) {
             let (rx, tx) = (job_rx.clone(), reply_tx.clone());
-            let spawned = thread::Builder::new()
-                .name(format!("nbd-worker-{i}"))
-                .spawn_scoped(sc, move || {
-                    for job in rx.iter() {
-                        if tx.send(execute(export, job)).is_err() {
-                            break;
-                        }
+            let spawned = thread::Builder::new().name(format!("nbd-worker-{i}")).spawn_scoped(sc, move || {
+                for job in rx.iter() {
+                    if tx.send(execute(export, job)).is_err() {
+                        break;
                     }
-                });
+                }
+            });
             if let Err(e) = spawned {
                 // Threads already spawned exit once the channels close below.
                 conn.shutdown();
@@ -179,24 +153,12 @@ fn read_requests(
         if h.command == proto::CMD_DISC {
             return Ok(());
         }
-        let payload = if h.command == proto::CMD_WRITE {
-            h.length
-        } else {
-            0
-        };
+        let payload = if h.command == proto::CMD_WRITE { h.length } else { 0 };
         let op = match validate(&h, size, read_only) {
             Ok(op) => op,
             Err(error) => {
                 discard(&mut rd, payload)?;
-                send_reply(
-                    replies,
-                    Reply {
-                        cookie: h.cookie,
-                        error,
-                        data: Vec::new(),
-                        held: 0,
-                    },
-                )?;
+                send_reply(replies, Reply { cookie: h.cookie, error, data: Vec::new(), held: 0 })?;
                 continue;
             }
         };
@@ -216,14 +178,7 @@ fn read_requests(
             }
             other => other,
         };
-        if jobs
-            .send(Job {
-                cookie: h.cookie,
-                op,
-                held,
-            })
-            .is_err()
-        {
+        if jobs.send(Job { cookie: h.cookie, op, held }).is_err() {
             budget.release(held);
             return Err(io::Error::other("all workers exited"));
         }
@@ -231,9 +186,7 @@ fn read_requests(
 }
 
 fn send_reply(replies: &Sender<Reply>, r: Reply) -> io::Result<()> {
-    replies
-        .send(r)
-        .map_err(|_| io::Error::other("reply writer exited"))
+    replies.send(r).map_err(|_| io::Error::other("reply writer exited"))
 }
 
 /// Reads one header. `Ok(false)` on a clean EOF before its first byte.
@@ -243,11 +196,7 @@ fn read_header(rd: &mut impl Read, hb: &mut [u8; proto::REQUEST_LEN]) -> io::Res
         match rd.read(&mut hb[got..]) {
             Ok(0) if got == 0 => return Ok(false),
             Ok(0) => {
-                return Err(proto::DecodeError::Short {
-                    need: proto::REQUEST_LEN,
-                    got,
-                }
-                .into());
+                return Err(proto::DecodeError::Short { need: proto::REQUEST_LEN, got }.into());
             }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -273,11 +222,7 @@ fn discard(rd: &mut impl Read, len: u32) -> io::Result<()> {
 fn validate(h: &RequestHeader, size: u64, read_only: bool) -> Result<Op, u32> {
     let known = matches!(
         h.command,
-        proto::CMD_READ
-            | proto::CMD_WRITE
-            | proto::CMD_FLUSH
-            | proto::CMD_TRIM
-            | proto::CMD_WRITE_ZEROES
+        proto::CMD_READ | proto::CMD_WRITE | proto::CMD_FLUSH | proto::CMD_TRIM | proto::CMD_WRITE_ZEROES
     );
     if !known || h.flags & !allowed_flags(h.command) != 0 {
         return Err(proto::EINVAL);
@@ -299,28 +244,12 @@ fn validate(h: &RequestHeader, size: u64, read_only: bool) -> Result<Op, u32> {
         return Err(proto::EINVAL);
     }
     Ok(match h.command {
-        proto::CMD_READ => Op::Read {
-            offset: h.offset,
-            len: h.length,
-        },
-        proto::CMD_WRITE => Op::Write {
-            offset: h.offset,
-            data: Vec::new(),
-            fua,
-        },
-        proto::CMD_TRIM => Op::Trim {
-            offset: h.offset,
-            len,
-            fua,
-        },
+        proto::CMD_READ => Op::Read { offset: h.offset, len: h.length },
+        proto::CMD_WRITE => Op::Write { offset: h.offset, data: Vec::new(), fua },
+        proto::CMD_TRIM => Op::Trim { offset: h.offset, len, fua },
         _ => {
             let may_trim = h.flags & proto::CMD_FLAG_NO_HOLE == 0;
-            Op::Zeroes {
-                offset: h.offset,
-                len,
-                may_trim,
-                fua,
-            }
+            Op::Zeroes { offset: h.offset, len, may_trim, fua }
         }
     })
 }
@@ -331,29 +260,14 @@ fn execute(export: &dyn Export, job: Job) -> Reply {
     // A panicking export fails this request, not the connection.
     let outcome = catch_unwind(AssertUnwindSafe(|| run_op(export, op)));
     match outcome {
-        Ok(Ok(data)) => Reply {
-            cookie,
-            error: 0,
-            data,
-            held,
-        },
+        Ok(Ok(data)) => Reply { cookie, error: 0, data, held },
         Ok(Err(e)) => {
             tracing::debug!("nbd: request {cookie:#x} failed: {e}");
-            Reply {
-                cookie,
-                error: proto::errno_from_io(&e),
-                data: Vec::new(),
-                held,
-            }
+            Reply { cookie, error: proto::errno_from_io(&e), data: Vec::new(), held }
         }
         Err(_) => {
             tracing::error!("nbd: export panicked serving request {cookie:#x}");
-            Reply {
-                cookie,
-                error: proto::EIO,
-                data: Vec::new(),
-                held,
-            }
+            Reply { cookie, error: proto::EIO, data: Vec::new(), held }
         }
     }
 }
@@ -386,12 +300,7 @@ fn run_op(export: &dyn Export, op: Op) -> io::Result<Vec<u8>> {
             }
             Ok(Vec::new())
         }
-        Op::Zeroes {
-            offset,
-            len,
-            may_trim,
-            fua,
-        } => {
+        Op::Zeroes { offset, len, may_trim, fua } => {
             if len > 0 {
                 export.write_zeroes(offset, len, may_trim)?;
             }

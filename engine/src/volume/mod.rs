@@ -3,8 +3,11 @@
 //! the FlashCopy intercept in front of the data path.
 //!
 //! CKD volumes are exported in the slot layout: track n at n x 64 KiB, the last 8,872 bytes of
-//! each slot (the tail) always zero. Reads return zero there, writes touching a tail fail
-//! with EINVAL, and trim/zero may cover tails (they stay zero).
+//! each slot (the tail) always zero. Reads return zero there; a write that would put a
+//! nonzero byte in a tail fails with EINVAL. A write whose tail bytes are all zero is
+//! accepted and its tail part skipped: hosts with 512-byte sectors must read-modify-write
+//! the sector that holds a track's last 344 bytes, and that sector reaches into the tail
+//! (56,664 is not a multiple of 512). Trim/zero may cover tails (they stay zero).
 
 pub mod backing;
 
@@ -102,9 +105,25 @@ impl Volume {
     pub fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
         self.check(offset, data.len() as u64)?;
         if self.geometry.touches_slot_tail(offset, data.len() as u64) {
-            return Err(einval());
+            let mut tails = [0u8; 0].to_vec();
+            tails.resize(data.len(), 1);
+            zero_slot_tails(offset, &mut tails);
+            // `tails[i] == 0` marks a tail byte; each must be zero in the data.
+            if tails.iter().zip(data).any(|(&t, &d)| t == 0 && d != 0) {
+                return Err(einval());
+            }
+            let mut at = 0usize;
+            while at < data.len() {
+                let in_data = tails[at] != 0;
+                let run = tails[at..].iter().take_while(|&&t| (t != 0) == in_data).count();
+                if in_data {
+                    self.backing.write(&*self.io, offset + at as u64, &data[at..at + run])?;
+                }
+                at += run;
+            }
+        } else {
+            self.backing.write(&*self.io, offset, data)?;
         }
-        self.backing.write(&*self.io, offset, data)?;
         if fua { self.flush() } else { Ok(()) }
     }
 
@@ -251,8 +270,20 @@ mod tests {
             assert_eq!(v.size(), 15 * TRACK_BYTES);
             let track = pattern(7, CKD_TRACK_BYTES as usize);
             v.write(TRACK_BYTES, &track, false).expect("whole track data");
-            assert_eq!(errno(v.write(TRACK_BYTES, &[0; CKD_TRACK_BYTES as usize + 1], false)), Some(libc::EINVAL));
-            assert_eq!(errno(v.write(2 * TRACK_BYTES - 1, &[0; 2], false)), Some(libc::EINVAL));
+            let mut over = vec![1u8; CKD_TRACK_BYTES as usize + 1];
+            assert_eq!(errno(v.write(TRACK_BYTES, &over, false)), Some(libc::EINVAL));
+            assert_eq!(errno(v.write(2 * TRACK_BYTES - 1, &[1, 0], false)), Some(libc::EINVAL));
+            // A host's read-modify-write of the sector holding a track's end carries zeros
+            // into the tail: accepted, the data part written, the tail left alone.
+            let last_sector = TRACK_BYTES + CKD_TRACK_BYTES / 512 * 512;
+            let mut sector = [0u8; 512];
+            sector[..(CKD_TRACK_BYTES % 512) as usize].fill(9);
+            v.write(last_sector, &sector, false).expect("sector reaching into the tail");
+            over.truncate(CKD_TRACK_BYTES as usize);
+            let mut back = vec![0u8; 512];
+            v.read(last_sector, &mut back).expect("read");
+            assert_eq!(back, sector);
+            v.write(TRACK_BYTES, &track, false).expect("rewrite");
             // Plant garbage in a tail behind the volume's back: reads still show zeros.
             v.backing().write(&*io, TRACK_BYTES + CKD_TRACK_BYTES, &[0xFF; 100]).expect("raw write");
             let mut slot = vec![0xAA; 2 * TRACK_BYTES as usize];

@@ -137,14 +137,23 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 
 /// mkfbvol of `gib` GiB ese volumes in pool `pool`.
 pub fn fb(image: &ImageId, pool: u16, gib: u64, vols: &[u16]) -> Request {
-    let spec = VolumeSpec { pool: PoolId(pool), capacity: Capacity::Fb { cap: gib, captype: CapType::Ds }, sam: Sam::Ese };
-    Request::VolumeCreate { image: image.clone(), spec, volumes: vols.iter().map(|v| (VolumeId(*v), format!("v{v:04X}"))).collect() }
+    let spec =
+        VolumeSpec { pool: PoolId(pool), capacity: Capacity::Fb { cap: gib, captype: CapType::Ds }, sam: Sam::Ese };
+    Request::VolumeCreate {
+        image: image.clone(),
+        spec,
+        volumes: vols.iter().map(|v| (VolumeId(*v), format!("v{v:04X}"))).collect(),
+    }
 }
 
 /// mkckdvol of `cyl` cylinders.
 pub fn ckd(image: &ImageId, pool: u16, cyl: u64, vols: &[u16]) -> Request {
     let spec = VolumeSpec { pool: PoolId(pool), capacity: Capacity::Ckd { cylinders: cyl }, sam: Sam::Ese };
-    Request::VolumeCreate { image: image.clone(), spec, volumes: vols.iter().map(|v| (VolumeId(*v), String::new())).collect() }
+    Request::VolumeCreate {
+        image: image.clone(),
+        spec,
+        volumes: vols.iter().map(|v| (VolumeId(*v), String::new())).collect(),
+    }
 }
 
 pub fn items_ok(reply: Reply) -> Vec<ItemOutcome> {

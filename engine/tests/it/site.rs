@@ -1,7 +1,7 @@
 //! Site, images, pools, LCUs and volumes through the typed control API: the rules, and
 //! "bad input changes nothing" (invariant 4) checked on the catalog bytes.
 
-use crate::fixture::{TestSite, fb, ckd, items_ok};
+use crate::fixture::{TestSite, ckd, fb, items_ok};
 use flashtrack::control::{Capacity, Reply, Request, Response, VolumeSpec};
 use flashtrack::error::ErrorKind;
 use flashtrack::geometry::CapType;
@@ -51,17 +51,31 @@ fn fb_and_ckd_volumes_and_their_rules() {
         assert_eq!(t.item_err(fb(&img, 0, 1, &[0x1102])), ErrorKind::PoolRankGroupMismatch);
         assert_eq!(t.item_err(fb(&img, 8, 1, &[0x1002])), ErrorKind::PoolNotFound);
         // Standard volume larger than the pool's free space.
-        let spec = VolumeSpec { pool: PoolId(0), capacity: Capacity::Fb { cap: 1 << 20, captype: CapType::Ds }, sam: Sam::Standard };
+        let spec = VolumeSpec {
+            pool: PoolId(0),
+            capacity: Capacity::Fb { cap: 1 << 20, captype: CapType::Ds },
+            sam: Sam::Standard,
+        };
         let req = Request::VolumeCreate { image: img.clone(), spec, volumes: vec![(VolumeId(0x1002), String::new())] };
         assert_eq!(t.item_err(req), ErrorKind::CapacityTooLarge);
         // CKD needs its LCU; FB and CKD never share an address group.
         assert_eq!(t.item_err(ckd(&img, 2, 10017, &[0x2000])), ErrorKind::LcuNotFound);
-        let lcu = Request::LcuCreate { image: img.clone(), first: LssId(0x10), qty: 1, ssid: 0x1010, lcutype: LcuType::T3990_6 };
+        let lcu = Request::LcuCreate {
+            image: img.clone(),
+            first: LssId(0x10),
+            qty: 1,
+            ssid: 0x1010,
+            lcutype: LcuType::T3990_6,
+        };
         assert_eq!(t.item_err(lcu), ErrorKind::AddressGroupType);
-        assert_eq!(t.item_err(Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(0x1500)], safe: false }), ErrorKind::VolumeNotFound);
+        assert_eq!(
+            t.item_err(Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(0x1500)], safe: false }),
+            ErrorKind::VolumeNotFound
+        );
     });
 
-    let lcu = Request::LcuCreate { image: img.clone(), first: LssId(0x20), qty: 2, ssid: 0x2000, lcutype: LcuType::T3990_6 };
+    let lcu =
+        Request::LcuCreate { image: img.clone(), first: LssId(0x20), qty: 2, ssid: 0x2000, lcutype: LcuType::T3990_6 };
     items_ok(t.ok(lcu));
     items_ok(t.ok(ckd(&img, 2, 10017, &[0x2000])));
     let Reply::Volumes(vols) = t.ok(Request::VolumeList { image: img.clone() }) else { panic!() };
@@ -69,12 +83,19 @@ fn fb_and_ckd_volumes_and_their_rules() {
     assert_eq!(v.record.geometry.tracks(), 150_255);
     t.unchanged(&img, |t| {
         assert_eq!(t.item_err(fb(&img, 0, 1, &[0x2100])), ErrorKind::AddressGroupType);
-        assert_eq!(t.item_err(Request::LcuRemove { image: img.clone(), lcus: vec![LssId(0x20)] }), ErrorKind::LcuHasVolumes);
+        assert_eq!(
+            t.item_err(Request::LcuRemove { image: img.clone(), lcus: vec![LssId(0x20)] }),
+            ErrorKind::LcuHasVolumes
+        );
     });
     let Reply::Lss(lss) = t.ok(Request::LssList { image: img.clone() }) else { panic!() };
     assert_eq!(lss.iter().map(|l| (l.id.0, l.confgvols)).collect::<Vec<_>>(), vec![(0x10, 2), (0x20, 1), (0x21, 0)]);
 
-    items_ok(t.ok(Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(0x1000), VolumeId(0x2000)], safe: false }));
+    items_ok(t.ok(Request::VolumeRemove {
+        image: img.clone(),
+        volumes: vec![VolumeId(0x1000), VolumeId(0x2000)],
+        safe: false,
+    }));
     let Reply::Volumes(vols) = t.ok(Request::VolumeList { image: img.clone() }) else { panic!() };
     assert_eq!(vols.len(), 1);
     // Only the remaining volume's file is left in the pools.
@@ -87,12 +108,20 @@ fn lss_ranges_follow_the_machine_type() {
     let ds6k = t.image("IBM.1750-68FA120");
     t.unchanged(&ds6k, |t| {
         assert_eq!(t.item_err(fb(&ds6k, 0, 1, &[0x2000])), ErrorKind::LssOutOfRange);
-        let lcu = Request::LcuCreate { image: ds6k.clone(), first: LssId(0x1F), qty: 2, ssid: 0x1F00, lcutype: LcuType::T3990_6 };
+        let lcu = Request::LcuCreate {
+            image: ds6k.clone(),
+            first: LssId(0x1F),
+            qty: 2,
+            ssid: 0x1F00,
+            lcutype: LcuType::T3990_6,
+        };
         let Reply::Items(items) = t.ok(lcu.clone()) else { panic!() };
         // 1F is fine, 20 is out of range: each item on its own.
         assert!(items[0].result.is_ok());
         assert_eq!(items[1].result.as_ref().unwrap_err().kind, ErrorKind::LssOutOfRange);
-        let Reply::Items(_) = t.ok(Request::LcuRemove { image: ds6k.clone(), lcus: vec![LssId(0x1F)] }) else { panic!() };
+        let Reply::Items(_) = t.ok(Request::LcuRemove { image: ds6k.clone(), lcus: vec![LssId(0x1F)] }) else {
+            panic!()
+        };
     });
     items_ok(t.ok(fb(&ds6k, 0, 1, &[0x1E00])));
     let ds8k = t.image("IBM.2107-75FA120");
@@ -124,12 +153,24 @@ fn pools_create_list_remove() {
     let t = TestSite::new();
     let img = t.image("IBM.2107-75FA120");
     let dir = tempfile::tempdir().unwrap();
-    let req = |rg| Request::PoolCreate { image: img.clone(), name: "user".into(), rankgrp: rg, stgtype: StorageType::Fb, path: Some(dir.path().into()) };
+    let req = |rg| Request::PoolCreate {
+        image: img.clone(),
+        name: "user".into(),
+        rankgrp: rg,
+        stgtype: StorageType::Fb,
+        path: Some(dir.path().into()),
+    };
     let Reply::Items(items) = t.ok(req(0)) else { panic!() };
     assert_eq!(items[0].object, "P4");
     t.unchanged(&img, |t| {
         assert_eq!(t.err(req(1)), ErrorKind::PoolPathInvalid);
-        let missing = Request::PoolCreate { image: img.clone(), name: "x".into(), rankgrp: 1, stgtype: StorageType::Fb, path: Some("/nonexistent/dir".into()) };
+        let missing = Request::PoolCreate {
+            image: img.clone(),
+            name: "x".into(),
+            rankgrp: 1,
+            stgtype: StorageType::Fb,
+            path: Some("/nonexistent/dir".into()),
+        };
         assert_eq!(t.err(missing), ErrorKind::PoolPathInvalid);
     });
     items_ok(t.ok(fb(&img, 4, 1, &[0x1000])));
@@ -195,7 +236,9 @@ fn format_fixture_from_testdata_opens() {
     let home = tempfile::tempdir().unwrap();
     crate::fixture::copy_dir(&src, home.path());
     let site = flashtrack::site::Site::open(home.path(), crate::fixture::io()).unwrap();
-    let Response::Ok(Reply::Volumes(vols)) = site.handle(Request::VolumeList { image: "IBM.2107-75FA120".parse().unwrap() }) else {
+    let Response::Ok(Reply::Volumes(vols)) =
+        site.handle(Request::VolumeList { image: "IBM.2107-75FA120".parse().unwrap() })
+    else {
         panic!()
     };
     assert_eq!(vols.iter().map(|v| v.record.id.to_string()).collect::<Vec<_>>(), vec!["1000", "2000"]);
@@ -213,13 +256,25 @@ fn write_fixture(dst: &std::path::Path) {
     let site = flashtrack::site::Site::open(dst, crate::fixture::io()).unwrap();
     let img: flashtrack::id::ImageId = "IBM.2107-75FA120".parse().unwrap();
     assert!(matches!(site.handle(Request::ImageCreate { id: img.clone() }), Response::Ok(_)));
-    let spec = VolumeSpec { pool: PoolId(0), capacity: Capacity::Fb { cap: 128, captype: CapType::Blocks }, sam: Sam::Ese };
-    let r = site.handle(Request::VolumeCreate { image: img.clone(), spec, volumes: vec![(VolumeId(0x1000), "fixture_fb".into())] });
-    items_ok(match r { Response::Ok(r) => r, Response::Err(e) => panic!("{e}") });
-    let lcu = Request::LcuCreate { image: img.clone(), first: LssId(0x20), qty: 1, ssid: 0x2000, lcutype: LcuType::T3990_6 };
+    let spec =
+        VolumeSpec { pool: PoolId(0), capacity: Capacity::Fb { cap: 128, captype: CapType::Blocks }, sam: Sam::Ese };
+    let r = site.handle(Request::VolumeCreate {
+        image: img.clone(),
+        spec,
+        volumes: vec![(VolumeId(0x1000), "fixture_fb".into())],
+    });
+    items_ok(match r {
+        Response::Ok(r) => r,
+        Response::Err(e) => panic!("{e}"),
+    });
+    let lcu =
+        Request::LcuCreate { image: img.clone(), first: LssId(0x20), qty: 1, ssid: 0x2000, lcutype: LcuType::T3990_6 };
     assert!(matches!(site.handle(lcu), Response::Ok(_)));
     let r = site.handle(ckd(&img, 2, 1, &[0x2000]));
-    items_ok(match r { Response::Ok(r) => r, Response::Err(e) => panic!("{e}") });
+    items_ok(match r {
+        Response::Ok(r) => r,
+        Response::Err(e) => panic!("{e}"),
+    });
     let key = |v: u16| flashtrack::id::VolumeKey { image: img.clone(), volume: VolumeId(v) };
     site.volume(&key(0x1000)).unwrap().write(0, &[0x5a; 4096], true).unwrap();
     site.volume(&key(0x2000)).unwrap().write(65536, &[0xc3; 4096], true).unwrap();

@@ -141,3 +141,31 @@ pub struct IoPortView {
     pub wwpn: String,
     pub state: String,
 }
+
+/// A blocking client of the control socket: one request line out, one response line back.
+#[derive(Debug)]
+pub struct Client {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl Client {
+    pub fn connect(path: &std::path::Path) -> std::io::Result<Client> {
+        let stream = std::os::unix::net::UnixStream::connect(path)?;
+        Ok(Client { reader: std::io::BufReader::new(stream.try_clone()?), writer: stream })
+    }
+
+    /// Send `request` and wait for its response. A closed or garbled connection is an
+    /// `io::Error`; an engine refusal is `Ok(Response::Err(..))`.
+    pub fn call(&mut self, request: Request) -> std::io::Result<Response> {
+        use std::io::{BufRead, Write};
+        let mut line = serde_json::to_vec(&Envelope { version: PROTOCOL_VERSION, request })?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        let mut reply = String::new();
+        if self.reader.read_line(&mut reply)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "flashd closed the control connection"));
+        }
+        serde_json::from_str(&reply).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}

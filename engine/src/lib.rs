@@ -3,6 +3,7 @@
 //! The library holds all behaviour; the binaries in the `flashtrack-cli` package are thin
 //! clients of it. See ARCHITECTURE.md at the top of the repository for the map.
 
+pub mod bitmap;
 pub mod control;
 pub mod error;
 pub mod geometry;
@@ -10,6 +11,7 @@ pub mod id;
 pub mod image;
 pub mod io;
 pub mod nbd;
+pub mod site;
 pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,1 +1,144 @@
-fn main() {}
+//! `flashd`: the daemon that owns a flashtrack site home, and its image tool.
+#![forbid(unsafe_code)]
+
+#[path = "../daemon/mod.rs"]
+mod daemon;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use flashtrack::control::{Client, Reply, Request, Response};
+use flashtrack::error::ErrorKind;
+use flashtrack::id::ImageId;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "flashd", version, about = "flashtrack daemon: owns a site home, serves dscli and NBD hosts")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon on a site home (foreground; dscli starts it detached when needed).
+    Run {
+        /// Site home (default: $FLASHTRACK_HOME, else ~/.local/share/flashtrack).
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Also serve NBD on TCP at this loopback address, e.g. 127.0.0.1:10809.
+        /// Any local user can reach a TCP port: see the README's threat model.
+        #[arg(long, value_name = "ADDR")]
+        nbd_tcp: Option<std::net::SocketAddr>,
+    },
+    /// Storage images of the site (an extension: DS CLI cannot create images).
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Create a storage image, e.g. IBM.2107-75FA120 (DS8000) or IBM.1750-68FA120 (DS6000).
+    Create {
+        #[arg(long)]
+        home: Option<PathBuf>,
+        id: String,
+    },
+    /// List the storage images.
+    List {
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
+    /// Remove a storage image (refused while it has volumes).
+    Remove {
+        #[arg(long)]
+        home: Option<PathBuf>,
+        id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flashd: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 3 when no daemon can be reached or the home is owned by a silent one, 4 for a refusal.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<flashtrack::Error>().map(|e| e.kind) {
+        Some(ErrorKind::HomeLocked | ErrorKind::VersionMismatch) => 3,
+        Some(_) => 4,
+        None => 1,
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Run { home, nbd_tcp } => {
+            if let Some(addr) = nbd_tcp {
+                if !addr.ip().is_loopback() {
+                    bail!("--nbd-tcp must be a loopback address (127.0.0.1 or ::1), not {addr}");
+                }
+            }
+            let home = home.unwrap_or_else(daemon::default_home);
+            daemon::run(&daemon::RunOptions { home, nbd_tcp })
+        }
+        Cmd::Image { cmd } => match cmd {
+            ImageCmd::Create { home, id } => {
+                let id: ImageId = id.parse()?;
+                request(&home_of(home), Request::ImageCreate { id: id.clone() })?;
+                println!("storage image {id} created");
+                Ok(())
+            }
+            ImageCmd::List { home } => {
+                if let Reply::Images(images) = request(&home_of(home), Request::ImageList)? {
+                    for i in images {
+                        println!("{} {} {} volumes={}", i.id, i.wwnn, i.state, i.volumes);
+                    }
+                }
+                Ok(())
+            }
+            ImageCmd::Remove { home, id } => {
+                let id: ImageId = id.parse()?;
+                request(&home_of(home), Request::ImageRemove { id: id.clone() })?;
+                println!("storage image {id} removed");
+                Ok(())
+            }
+        },
+    }
+}
+
+fn home_of(home: Option<PathBuf>) -> PathBuf {
+    home.unwrap_or_else(daemon::default_home)
+}
+
+/// Through the running daemon's socket when one answers; otherwise open the site directly
+/// (which takes the home lock, so it is refused while a daemon owns the home).
+fn request(home: &Path, req: Request) -> Result<Reply> {
+    let sock = home.join(daemon::CONTROL_SOCK);
+    let resp = match Client::connect(&sock) {
+        Ok(mut c) => c.call(req).context("talking to flashd")?,
+        Err(_) => {
+            let io = flashtrack::io::probe::select().map_err(|e| anyhow::anyhow!(e))?;
+            let site = flashtrack::site::Site::open(home, io).map_err(|e| {
+                if e.kind == ErrorKind::HomeLocked {
+                    flashtrack::Error::new(ErrorKind::HomeLocked, home.display(), "a flashd owns this home but does not answer on control.sock")
+                } else {
+                    e
+                }
+            })?;
+            site.handle(req)
+        }
+    };
+    match resp {
+        Response::Ok(r) => Ok(r),
+        Response::Err(e) => Err(e.into()),
+    }
+}

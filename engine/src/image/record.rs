@@ -33,7 +33,7 @@ pub enum LcuType {
 /// Where a pool's volumes live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PoolLocation {
-    /// A directory: one sparse file per volume. `created` = flashtrack made the directory
+    /// A directory (relative paths are inside the image directory): one sparse file per volume. `created` = flashtrack made the directory
     /// (and may remove it with the pool).
     Directory { path: PathBuf, created: bool },
     /// A block device, opened O_EXCL by flashd; volumes are contiguous regions of it.
@@ -68,7 +68,7 @@ pub struct LcuRecord {
 /// Where a volume's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackingRecord {
-    /// A file flashtrack created in a directory pool.
+    /// A file flashtrack created in a directory pool (relative to the image directory when the pool is).
     File { path: PathBuf },
     /// A region `[offset, offset + geometry.size_bytes())` of a device pool.
     Device { path: PathBuf, offset: u64 },

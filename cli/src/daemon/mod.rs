@@ -1,0 +1,141 @@
+//! flashd: the daemon that owns a site home (the HMC of this world).
+//!
+//! Start order (DESIGN.md "Recovery and shutdown"): lock and recover the site (catalogs,
+//! orphans), then open NBD, then the control socket last, so a client that sees
+//! `control.sock` finds everything ready. Shutdown on SIGTERM/SIGINT or a `Shutdown`
+//! request: stop accepting, end host sessions, flush volumes, write the clean mark, exit 0;
+//! a second signal exits at once.
+
+mod control;
+mod export;
+pub mod log;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use flashtrack::site::Site;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Control socket inside a site home.
+pub const CONTROL_SOCK: &str = "control.sock";
+/// NBD socket inside a site home.
+pub const NBD_SOCK: &str = "nbd.sock";
+/// The running daemon's process ID (for scripts; the lock is what guarantees one owner).
+pub const PID_FILE: &str = "flashd.pid";
+/// Present while the last shutdown was clean.
+pub const CLEAN_MARK: &str = "clean";
+
+/// Options of `flashd run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub home: PathBuf,
+    /// Also serve NBD on this loopback TCP address.
+    pub nbd_tcp: Option<std::net::SocketAddr>,
+}
+
+/// Why the daemon stops.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    Signal,
+    Request,
+}
+
+/// Run the daemon until it is told to stop.
+pub fn run(opts: &RunOptions) -> Result<()> {
+    create_home(&opts.home)?;
+    log::init(&opts.home)?;
+    let io = flashtrack::io::probe::select().map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!("flashd {} starting on {} (io backend {})", env!("CARGO_PKG_VERSION"), opts.home.display(), io.kind());
+    let site = match Site::open(&opts.home, io) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!("cannot open site: {e}");
+            return Err(anyhow::anyhow!("{e}"));
+        }
+    };
+    let pid_file = opts.home.join(PID_FILE);
+    fs::write(&pid_file, format!("{}\n", std::process::id())).with_context(|| format!("writing {}", pid_file.display()))?;
+    let clean = opts.home.join(CLEAN_MARK);
+    if clean.exists() {
+        fs::remove_file(&clean).with_context(|| format!("removing {}", clean.display()))?;
+    } else {
+        tracing::warn!("previous shutdown was not clean: recovered from catalogs");
+    }
+
+    let (stop_tx, stop_rx) = bounded::<Stop>(4);
+    install_signals(stop_tx.clone())?;
+
+    let catalog = Arc::new(export::SiteExports::new(site.clone()));
+    let nbd_path = opts.home.join(NBD_SOCK);
+    let nbd = flashtrack::nbd::Server::serve_unix(&nbd_path, catalog.clone())
+        .with_context(|| format!("serving NBD on {}", nbd_path.display()))?;
+    tracing::info!("serving NBD on {}", nbd_path.display());
+    let nbd_tcp = match opts.nbd_tcp {
+        Some(addr) => {
+            let h = flashtrack::nbd::Server::serve_tcp(addr, catalog).with_context(|| format!("serving NBD on {addr}"))?;
+            tracing::info!("serving NBD on tcp {addr} (any local user can connect)");
+            Some(h)
+        }
+        None => None,
+    };
+    let ctl_path = opts.home.join(CONTROL_SOCK);
+    let ctl = control::Server::start(&ctl_path, site.clone(), stop_tx)?;
+    tracing::info!("ready: control on {}", ctl_path.display());
+
+    let why = wait(&stop_rx);
+    tracing::info!("stopping ({why:?})");
+    ctl.shutdown();
+    nbd.shutdown();
+    if let Some(h) = nbd_tcp {
+        h.shutdown();
+    }
+    site.flush_all();
+    fs::write(&clean, b"").with_context(|| format!("writing {}", clean.display()))?;
+    let _ = fs::remove_file(&pid_file);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn wait(rx: &Receiver<Stop>) -> Stop {
+    rx.recv().unwrap_or(Stop::Signal)
+}
+
+/// The home holds sockets that give full control: keep it private when we make it.
+fn create_home(home: &Path) -> Result<()> {
+    if !home.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(home).with_context(|| format!("creating {}", home.display()))?;
+    }
+    Ok(())
+}
+
+/// First SIGTERM/SIGINT asks for an orderly stop; a second one exits at once.
+fn install_signals(stop: Sender<Stop>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut seen = false;
+        for sig in signals.forever() {
+            if seen {
+                tracing::warn!("second signal {sig}: exiting at once");
+                std::process::exit(128 + sig);
+            }
+            seen = true;
+            let _ = stop.try_send(Stop::Signal);
+        }
+    })?;
+    Ok(())
+}
+
+/// The site home: `--home`, else `$FLASHTRACK_HOME`, else the user's data directory.
+pub fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("FLASHTRACK_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(d).join("flashtrack");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/share/flashtrack")
+}

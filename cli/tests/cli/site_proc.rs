@@ -1,0 +1,124 @@
+//! A flashd process on a temp home, driven through the typed control client.
+
+use flashtrack::control::{Capacity, Client, ItemOutcome, Reply, Request, Response, VolumeSpec};
+use flashtrack::geometry::CapType;
+use flashtrack::id::{ImageId, PoolId, VolumeId};
+use flashtrack::image::record::Sam;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn flashd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flashd")
+}
+
+pub struct Daemon {
+    pub home: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Start `flashd run` on `home` and wait until its control socket answers.
+    pub fn start(home: &Path) -> Daemon {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("test-stderr.log")).unwrap();
+        let child = Command::new(flashd_bin())
+            .args(["run", "--home"])
+            .arg(home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn flashd");
+        let d = Daemon { home: home.to_path_buf(), child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = Client::connect(&home.join("control.sock")) {
+                if matches!(c.call(Request::Hello), Ok(Response::Ok(_))) {
+                    return d;
+                }
+            }
+            assert!(Instant::now() < deadline, "flashd did not come up; see {}", home.join("flashd.log").display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.home.join("control.sock")).expect("connect control.sock")
+    }
+
+    pub fn ok(&self, req: Request) -> Reply {
+        match self.client().call(req).expect("control call") {
+            Response::Ok(r) => r,
+            Response::Err(e) => panic!("flashd refused: {e}"),
+        }
+    }
+
+    pub fn nbd_sock(&self) -> PathBuf {
+        self.home.join("nbd.sock")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// kill -9, as a crash.
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn stop(mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let pid = rustix::process::Pid::from_raw(c.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("flashd did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn fb_request(image: &ImageId, pool: u16, cap: u64, captype: CapType, sam: Sam, vols: &[u16]) -> Request {
+    let spec = VolumeSpec { pool: PoolId(pool), capacity: Capacity::Fb { cap, captype }, sam };
+    Request::VolumeCreate { image: image.clone(), spec, volumes: vols.iter().map(|v| (VolumeId(*v), String::new())).collect() }
+}
+
+pub fn all_ok(reply: Reply) {
+    let Reply::Items(items) = reply else { panic!("expected items, got {reply:?}") };
+    for ItemOutcome { object, result } in items {
+        assert!(result.is_ok(), "{object}: {result:?}");
+    }
+}
+
+/// Is `tool` on PATH? Prints why a test skips when not.
+pub fn have(tool: &str, test: &str) -> bool {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIP {test}: `{tool}` is not installed (scripts/install-deps.sh installs it as root)");
+    }
+    found
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}

@@ -1,0 +1,265 @@
+//! Volumes of an image: create, change, remove, open.
+
+use super::pools::stg_name;
+use super::record::{BackingRecord, PoolLocation, Sam, StorageType, VolumeRecord};
+use super::{Image, VOLUME_FILE_SUFFIX};
+use crate::control::{Capacity, VolumeSpec, VolumeView};
+use crate::error::{Error, ErrorKind, Result};
+use crate::geometry::{CKD_MAX_CYLINDERS, Geometry, MAX_TRACKS};
+use crate::id::{PoolId, VolumeId, VolumeKey};
+use crate::volume::Volume;
+use crate::volume::backing::Backing;
+use std::sync::Arc;
+
+/// Volumes on a device pool start on 1 MiB boundaries (O_DIRECT- and 4K-friendly).
+const DEVICE_ALIGN: u64 = 1 << 20;
+/// Longest volume nickname.
+pub const MAX_NAME: usize = 16;
+
+impl Image {
+    /// `mkfbvol` / `mkckdvol` for one volume. Either the volume exists afterwards, in the
+    /// catalog and on disk, or nothing changed.
+    pub fn create_volume(&mut self, spec: &VolumeSpec, id: VolumeId, name: &str, now: i64) -> Result<()> {
+        let (geometry, captype, stgtype) = geometry_of(spec.capacity, id)?;
+        if name.len() > MAX_NAME {
+            return Err(Error::new(ErrorKind::InvalidArgument, id, format!("name longer than {MAX_NAME} characters")));
+        }
+        self.check_lss(id.lss(), stgtype)?;
+        if stgtype == StorageType::Ckd && !self.record.lcus.contains_key(&id.lss()) {
+            return Err(Error::new(ErrorKind::LcuNotFound, id, format!("LCU {} does not exist", id.lss())));
+        }
+        if self.record.volumes.contains_key(&id) {
+            return Err(Error::new(ErrorKind::VolumeExists, id, "volume already exists"));
+        }
+        let pool = self.pool(spec.pool)?.clone();
+        if pool.stgtype != stgtype {
+            return Err(Error::new(
+                ErrorKind::PoolTypeMismatch,
+                pool.id,
+                format!("extent pool {} holds {} volumes", pool.id, stg_name(pool.stgtype)),
+            ));
+        }
+        if pool.rankgrp != id.lss().rankgrp() {
+            return Err(Error::new(
+                ErrorKind::PoolRankGroupMismatch,
+                id,
+                format!("LSS {} belongs to rank group {}, extent pool {} to {}", id.lss(), id.lss().rankgrp(), pool.id, pool.rankgrp),
+            ));
+        }
+        let len = geometry.size_bytes();
+        let (backing, backing_record) = match &pool.location {
+            PoolLocation::Directory { path, .. } => {
+                let (_, avail) = self.pool_space(&pool)?;
+                if spec.sam == Sam::Standard && len > avail {
+                    return Err(Error::new(
+                        ErrorKind::CapacityTooLarge,
+                        id,
+                        format!("{len} bytes do not fit the {avail} bytes free in extent pool {}", pool.id),
+                    ));
+                }
+                let file = path.join(format!("{}_{id}{VOLUME_FILE_SUFFIX}", self.record.id));
+                let b = Backing::create_file(&self.resolve(&file), len, spec.sam == Sam::Standard)?;
+                (b, BackingRecord::File { path: file })
+            }
+            PoolLocation::Device { path } => {
+                let offset = self.device_gap(pool.id, len)?;
+                let dev = self.device(pool.id).cloned().ok_or_else(|| Error::new(ErrorKind::Io, pool.id, "device pool is not open"))?;
+                let b = Backing::device_region(dev, offset, len)?;
+                (b, BackingRecord::Device { path: path.clone(), offset })
+            }
+        };
+        let record = VolumeRecord {
+            id,
+            name: name.to_string(),
+            pool: pool.id,
+            geometry,
+            captype,
+            sam: spec.sam,
+            backing: backing_record,
+            created: now,
+        };
+        let mut next = self.record.clone();
+        next.volumes.insert(id, record);
+        if let Err(e) = self.commit(next) {
+            let _ = backing.remove();
+            return Err(e);
+        }
+        let key = VolumeKey { image: self.record.id.clone(), volume: id };
+        self.volumes.insert(id, Arc::new(Volume::new(key, geometry, backing, self.io.clone())));
+        Ok(())
+    }
+
+    /// First gap of `len` bytes in a device pool.
+    fn device_gap(&self, pool: PoolId, len: u64) -> Result<u64> {
+        let size = self.device(pool).map(|d| d.size()).unwrap_or(0);
+        let mut used: Vec<(u64, u64)> = self
+            .record
+            .volumes_in_pool(pool)
+            .filter_map(|v| match v.backing {
+                BackingRecord::Device { offset, .. } => Some((offset, v.geometry.size_bytes())),
+                BackingRecord::File { .. } => None,
+            })
+            .collect();
+        used.sort_unstable();
+        let mut at = 0;
+        for (off, l) in used {
+            if off >= at + len {
+                break;
+            }
+            at = (off + l).next_multiple_of(DEVICE_ALIGN);
+        }
+        if at + len > size {
+            return Err(Error::new(
+                ErrorKind::CapacityTooLarge,
+                pool,
+                format!("no free region of {len} bytes on the device of extent pool {pool}"),
+            ));
+        }
+        Ok(at)
+    }
+
+    /// `chfbvol` / `chckdvol`: rename and/or grow (never shrink). Growing is refused while
+    /// hosts have the volume open: their idea of its size would be stale.
+    pub fn change_volume(&mut self, id: VolumeId, name: Option<&str>, grow: Option<Capacity>) -> Result<()> {
+        let cur = self.record.volumes.get(&id).ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, id, "no such volume"))?.clone();
+        let mut rec = cur.clone();
+        if let Some(n) = name {
+            if n.len() > MAX_NAME {
+                return Err(Error::new(ErrorKind::InvalidArgument, id, format!("name longer than {MAX_NAME} characters")));
+            }
+            rec.name = n.to_string();
+        }
+        let mut new_volume = None;
+        if let Some(cap) = grow {
+            let (geometry, captype, stgtype) = geometry_of(cap, id)?;
+            if stgtype != cur.stgtype() {
+                return Err(Error::new(ErrorKind::InvalidArgument, id, "capacity of the wrong volume type"));
+            }
+            let (old, new) = (cur.geometry.size_bytes(), geometry.size_bytes());
+            if new < old {
+                return Err(Error::new(ErrorKind::ShrinkNotAllowed, id, "a volume can only grow"));
+            }
+            if new > old {
+                let vol = self.volumes.get(&id).cloned().ok_or_else(|| Error::new(ErrorKind::Io, id, "volume is not open"))?;
+                if vol.sessions() > 0 {
+                    return Err(Error::new(ErrorKind::VolumeInUse, id, "hosts have the volume open"));
+                }
+                let backing = match &cur.backing {
+                    BackingRecord::File { path } => {
+                        let (_, avail) = self.pool_space(self.pool(cur.pool)?)?;
+                        if cur.sam == Sam::Standard && new - old > avail {
+                            return Err(Error::new(ErrorKind::CapacityTooLarge, id, "the growth does not fit the pool"));
+                        }
+                        let mut b = Backing::open_file(&self.resolve(path), old)?;
+                        b.grow(new, cur.sam == Sam::Standard)?;
+                        b
+                    }
+                    BackingRecord::Device { offset, .. } => {
+                        let pool = cur.pool;
+                        let blocked = self.record.volumes_in_pool(pool).any(|v| {
+                            matches!(v.backing, BackingRecord::Device { offset: o, .. } if o > *offset && o < offset + new)
+                        });
+                        let dev = self.device(pool).cloned().ok_or_else(|| Error::new(ErrorKind::Io, pool, "device pool is not open"))?;
+                        if blocked || offset + new > dev.size() {
+                            return Err(Error::new(ErrorKind::CapacityTooLarge, id, "no room to grow on the device"));
+                        }
+                        Backing::device_region(dev, *offset, new)?
+                    }
+                };
+                rec.geometry = geometry;
+                rec.captype = captype;
+                let key = VolumeKey { image: self.record.id.clone(), volume: id };
+                new_volume = Some(Arc::new(Volume::new(key, geometry, backing, self.io.clone())));
+            }
+        }
+        let mut next = self.record.clone();
+        next.volumes.insert(id, rec);
+        self.commit(next)?;
+        if let Some(v) = new_volume {
+            self.volumes.insert(id, v);
+        }
+        Ok(())
+    }
+
+    /// `rmfbvol` / `rmckdvol`: refused while hosts have it open. The catalog forgets the
+    /// volume first; then its file (only a file flashtrack created) is deleted.
+    pub fn remove_volume(&mut self, id: VolumeId, stgtype: StorageType) -> Result<()> {
+        let rec = self.record.volumes.get(&id).filter(|v| v.stgtype() == stgtype);
+        let rec = rec.ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, id, "no such volume"))?.clone();
+        if let Some(vol) = self.volumes.get(&id) {
+            if vol.sessions() > 0 {
+                return Err(Error::new(ErrorKind::VolumeInUse, id, "hosts have the volume open"));
+            }
+        }
+        let mut next = self.record.clone();
+        next.volumes.remove(&id);
+        self.commit(next)?;
+        if let Some(vol) = self.volumes.remove(&id) {
+            if let BackingRecord::File { path } = &rec.backing {
+                if let Err(e) = std::fs::remove_file(self.resolve(path)) {
+                    // The catalog no longer names it; the next start removes the orphan.
+                    tracing::warn!("cannot delete {}: {e}", path.display());
+                }
+            }
+            drop(vol);
+        }
+        Ok(())
+    }
+
+    pub(super) fn open_volume(&self, rec: &VolumeRecord) -> Result<Arc<Volume>> {
+        let len = rec.geometry.size_bytes();
+        let backing = match &rec.backing {
+            BackingRecord::File { path } => Backing::open_file(&self.resolve(path), len)?,
+            BackingRecord::Device { offset, .. } => {
+                let dev = self.device(rec.pool).cloned().ok_or_else(|| Error::new(ErrorKind::Io, rec.pool, "device pool is not open"))?;
+                Backing::device_region(dev, *offset, len)?
+            }
+        };
+        let key = VolumeKey { image: self.record.id.clone(), volume: rec.id };
+        Ok(Arc::new(Volume::new(key, rec.geometry, backing, self.io.clone())))
+    }
+
+    pub fn volume_views(&self) -> Vec<VolumeView> {
+        self.record
+            .volumes
+            .values()
+            .map(|rec| {
+                let vol = self.volumes.get(&rec.id);
+                VolumeView {
+                    record: rec.clone(),
+                    pool_name: self.record.pools.get(&rec.pool).map(|p| p.name.clone()).unwrap_or_default(),
+                    allocated_bytes: vol.and_then(|v| v.allocated_bytes().ok()).unwrap_or(0),
+                    sessions: vol.map(|v| v.sessions()).unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Geometry for a requested capacity, with the architectural limits.
+fn geometry_of(cap: Capacity, id: VolumeId) -> Result<(Geometry, Option<crate::geometry::CapType>, StorageType)> {
+    let zero = || Error::new(ErrorKind::CapacityZero, id, "capacity must be greater than 0");
+    let big = || Error::new(ErrorKind::CapacityTooLarge, id, "capacity beyond the largest volume");
+    match cap {
+        Capacity::Fb { cap, captype } => {
+            if cap == 0 {
+                return Err(zero());
+            }
+            let blocks = captype.blocks(cap).ok_or_else(big)?;
+            let g = Geometry::Fb { blocks };
+            if g.tracks() > MAX_TRACKS {
+                return Err(big());
+            }
+            Ok((g, Some(captype), StorageType::Fb))
+        }
+        Capacity::Ckd { cylinders } => {
+            if cylinders == 0 {
+                return Err(zero());
+            }
+            if cylinders > CKD_MAX_CYLINDERS {
+                return Err(big());
+            }
+            Ok((Geometry::Ckd { cylinders }, None, StorageType::Ckd))
+        }
+    }
+}

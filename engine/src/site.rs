@@ -1,0 +1,216 @@
+//! A site: one home directory owned by one flashd, holding storage images.
+//!
+//! [`Site::open`] takes the home's exclusive lock (invariant 5: one writer), recovers (removes
+//! half-made images, opens every image, which removes orphaned volume files), and then serves
+//! typed [`Request`]s through [`Site::handle`]. Metadata operations are serialized by one
+//! mutex; host I/O never takes it (it holds `Arc<Volume>`s).
+
+use crate::control::{ItemOutcome, PROTOCOL_VERSION, Reply, Request, Response};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::{ImageId, VolumeKey};
+use crate::image::Image;
+use crate::image::record::StorageType;
+use crate::io::IoEngine;
+use crate::volume::Volume;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Lock file of a site home.
+pub const LOCK_FILE: &str = "flashd.lock";
+
+#[derive(Debug)]
+pub struct Site {
+    home: PathBuf,
+    io: Arc<dyn IoEngine>,
+    images: Mutex<BTreeMap<ImageId, Image>>,
+    /// Held for the site's lifetime: the exclusive lock on `LOCK_FILE`.
+    _lock: File,
+}
+
+impl Site {
+    /// Lock and open the home (creating it if needed). Fails with `HomeLocked` when another
+    /// process owns it.
+    pub fn open(home: &Path, io: Arc<dyn IoEngine>) -> Result<Site> {
+        fs::create_dir_all(home).map_err(|e| Error::io(home.display(), &e))?;
+        let lock_path = home.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(lock_path.display(), &e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::new(ErrorKind::HomeLocked, home.display(), "another flashd owns this site home"));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(lock_path.display(), &e)),
+        }
+        let mut images = BTreeMap::new();
+        let entries = fs::read_dir(home).map_err(|e| Error::io(home.display(), &e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with('.') && name.ends_with(".tmp") && path.is_dir() {
+                // An image whose creation did not finish.
+                tracing::warn!("removing half-made image {}", path.display());
+                let _ = fs::remove_dir_all(&path);
+                continue;
+            }
+            let Ok(id) = name.parse::<ImageId>() else { continue };
+            if !path.is_dir() {
+                continue;
+            }
+            let image = Image::open(&path, io.clone())?;
+            tracing::info!("opened storage image {id} ({} volumes)", image.record().volumes.len());
+            images.insert(id, image);
+        }
+        Ok(Site { home: home.to_path_buf(), io, images: Mutex::new(images), _lock: lock })
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn io(&self) -> &Arc<dyn IoEngine> {
+        &self.io
+    }
+
+    fn images(&self) -> MutexGuard<'_, BTreeMap<ImageId, Image>> {
+        // A panic while holding the lock leaves the in-memory state as the last committed
+        // catalog (commits adopt only after the disk write), so the data is still sound.
+        self.images.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The open volume behind an NBD export name such as `IBM.2107-75FA120/1000`.
+    pub fn volume(&self, key: &VolumeKey) -> Option<Arc<Volume>> {
+        self.images().get(&key.image).and_then(|i| i.volume(key.volume).cloned())
+    }
+
+    /// Every volume's key (NBD export list).
+    pub fn volume_keys(&self) -> Vec<VolumeKey> {
+        self.images().values().flat_map(|i| i.volumes().map(|v| v.key().clone()).collect::<Vec<_>>()).collect()
+    }
+
+    /// Make every volume's data durable (shutdown).
+    pub fn flush_all(&self) {
+        let vols: Vec<Arc<Volume>> = self.images().values().flat_map(|i| i.volumes().cloned().collect::<Vec<_>>()).collect();
+        for v in vols {
+            if let Err(e) = v.flush() {
+                tracing::error!("flush of {} failed: {e}", v.key());
+            }
+        }
+    }
+
+    /// Serve one control request.
+    pub fn handle(&self, req: Request) -> Response {
+        match self.dispatch(req) {
+            Ok(reply) => Response::Ok(reply),
+            Err(e) => Response::Err(e),
+        }
+    }
+
+    fn dispatch(&self, req: Request) -> Result<Reply> {
+        let now = now();
+        let mut images = self.images();
+        macro_rules! img {
+            ($id:expr) => {
+                images.get_mut($id).ok_or_else(|| Error::new(ErrorKind::ImageNotFound, $id, "no such storage image"))?
+            };
+        }
+        Ok(match req {
+            Request::Hello => Reply::Hello {
+                protocol: PROTOCOL_VERSION,
+                daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+                home: self.home.clone(),
+                io_backend: self.io.kind().to_string(),
+            },
+            Request::ImageCreate { id } => {
+                if images.contains_key(&id) {
+                    return Err(Error::new(ErrorKind::ImageExists, &id, "storage image already exists"));
+                }
+                let image = Image::create(&self.home, &id, self.io.clone(), now)?;
+                tracing::info!("created storage image {id}");
+                images.insert(id, image);
+                Reply::Done
+            }
+            Request::ImageList => Reply::Images(images.values().map(Image::view).collect()),
+            Request::ImageRemove { id } => {
+                let image = images.remove(&id).ok_or_else(|| Error::new(ErrorKind::ImageNotFound, &id, "no such storage image"))?;
+                if !image.record().volumes.is_empty() {
+                    let e = Error::new(ErrorKind::ImageHasVolumes, &id, "storage image still has volumes");
+                    images.insert(id, image);
+                    return Err(e);
+                }
+                image.destroy()?;
+                tracing::info!("removed storage image {id}");
+                Reply::Done
+            }
+            Request::PoolCreate { image, name, rankgrp, stgtype, path } => {
+                let id = img!(&image).create_pool(&name, rankgrp, stgtype, path)?;
+                tracing::info!("{image}: created extent pool {id} ({name})");
+                Reply::Items(vec![ItemOutcome { object: id.to_string(), result: Ok(()) }])
+            }
+            Request::PoolList { image } => Reply::Pools(img!(&image).pool_views()?),
+            Request::PoolRemove { image, pool } => {
+                img!(&image).remove_pool(pool)?;
+                tracing::info!("{image}: removed extent pool {pool}");
+                Reply::Done
+            }
+            Request::LcuCreate { image, first, qty, ssid, lcutype } => {
+                let out = img!(&image).create_lcus(first, qty, ssid, lcutype);
+                log_items(&image, "created LCU", &out);
+                Reply::Items(out)
+            }
+            Request::LcuRemove { image, lcus } => {
+                let out = img!(&image).remove_lcus(&lcus);
+                log_items(&image, "removed LCU", &out);
+                Reply::Items(out)
+            }
+            Request::LssList { image } => Reply::Lss(img!(&image).lss_views()),
+            Request::VolumeCreate { image, spec, volumes } => {
+                let img = img!(&image);
+                let out: Vec<ItemOutcome> = volumes
+                    .iter()
+                    .map(|(id, name)| ItemOutcome { object: id.to_string(), result: img.create_volume(&spec, *id, name, now) })
+                    .collect();
+                log_items(&image, "created volume", &out);
+                Reply::Items(out)
+            }
+            Request::VolumeList { image } => Reply::Volumes(img!(&image).volume_views()),
+            Request::VolumeChange { image, volume, name, grow } => {
+                img!(&image).change_volume(volume, name.as_deref(), grow)?;
+                tracing::info!("{image}: changed volume {volume}");
+                Reply::Items(vec![ItemOutcome { object: volume.to_string(), result: Ok(()) }])
+            }
+            Request::VolumeRemove { image, volumes, safe: _ } => {
+                let img = img!(&image);
+                // The stgtype is whatever each volume is; the cli checks the verb matches.
+                let out: Vec<ItemOutcome> = volumes
+                    .iter()
+                    .map(|id| {
+                        let t = img.record().volumes.get(id).map(|v| v.stgtype()).unwrap_or(StorageType::Fb);
+                        ItemOutcome { object: id.to_string(), result: img.remove_volume(*id, t) }
+                    })
+                    .collect();
+                log_items(&image, "removed volume", &out);
+                Reply::Items(out)
+            }
+            Request::IoPortList { image } => Reply::IoPorts(img!(&image).io_ports()),
+            Request::Shutdown => Reply::Done,
+        })
+    }
+}
+
+fn log_items(image: &ImageId, what: &str, items: &[ItemOutcome]) {
+    for item in items.iter().filter(|i| i.result.is_ok()) {
+        tracing::info!("{image}: {what} {}", item.object);
+    }
+}
+
+/// Wall clock in unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

@@ -1,0 +1,4 @@
+//! The engine's one integration test binary (ripgrep style): modules by subject.
+
+mod fixture;
+mod site;

@@ -80,12 +80,30 @@ impl Image {
         };
         let mut next = self.record.clone();
         next.volumes.insert(id, record);
-        if let Err(e) = self.commit(next) {
-            let _ = backing.remove();
+        let key = VolumeKey { image: self.record.id.clone(), volume: id };
+        // Build the runtime volume before the commit so nothing can fail after it; on any
+        // failure the new backing file goes again (device regions need no undo).
+        let undo_path = match &next.volumes[&id].backing {
+            BackingRecord::File { path } => Some(self.resolve(path)),
+            BackingRecord::Device { .. } => None,
+        };
+        let undo = || {
+            if let Some(p) = &undo_path {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        let vol = match Volume::new(key, geometry, backing, self.io.clone()) {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                undo();
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.commit(next.clone()) {
+            undo();
             return Err(e);
         }
-        let key = VolumeKey { image: self.record.id.clone(), volume: id };
-        self.volumes.insert(id, Arc::new(Volume::new(key, geometry, backing, self.io.clone())));
+        self.volumes.insert(id, vol);
         Ok(())
     }
 
@@ -150,7 +168,7 @@ impl Image {
                         if cur.sam == Sam::Standard && new - old > avail {
                             return Err(Error::new(ErrorKind::CapacityTooLarge, id, "the growth does not fit the pool"));
                         }
-                        let mut b = Backing::open_file(&self.resolve(path), old)?;
+                        let b = Backing::open_file(&self.resolve(path), old)?;
                         b.grow(new, cur.sam == Sam::Standard)?;
                         b
                     }
@@ -169,7 +187,7 @@ impl Image {
                 rec.geometry = geometry;
                 rec.captype = captype;
                 let key = VolumeKey { image: self.record.id.clone(), volume: id };
-                new_volume = Some(Arc::new(Volume::new(key, geometry, backing, self.io.clone())));
+                new_volume = Some(Arc::new(Volume::new(key, geometry, backing, self.io.clone())?));
             }
         }
         let mut next = self.record.clone();
@@ -216,7 +234,7 @@ impl Image {
             }
         };
         let key = VolumeKey { image: self.record.id.clone(), volume: rec.id };
-        Ok(Arc::new(Volume::new(key, rec.geometry, backing, self.io.clone())))
+        Ok(Arc::new(Volume::new(key, rec.geometry, backing, self.io.clone())?))
     }
 
     pub fn volume_views(&self) -> Vec<VolumeView> {

@@ -39,6 +39,11 @@ impl TestSite {
         self.site.as_ref().unwrap()
     }
 
+    /// Close the site (releases the home lock), keeping the home.
+    pub fn close(&mut self) {
+        self.site = None;
+    }
+
     /// Close and reopen the site, as a daemon restart does.
     pub fn restart(&mut self) {
         self.site = None;

@@ -169,11 +169,11 @@ fn one_writer_per_home() {
 
 #[test]
 fn a_damaged_catalog_is_reported_and_left_alone() {
-    let t = TestSite::new();
+    let mut t = TestSite::new();
     t.image("IBM.2107-75FA120");
     let home = t.home().to_path_buf();
     let io = t.io();
-    drop(t);
+    t.close();
     let cat = home.join("IBM.2107-75FA120/catalog");
     let mut bytes = std::fs::read(&cat).unwrap();
     let n = bytes.len() - 5;
@@ -189,6 +189,9 @@ fn format_fixture_from_testdata_opens() {
     // testdata/formats/site-v1 was written by this build's format 1 and committed; it must
     // keep opening (copied, since opening takes a lock and may clean orphans).
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/formats/site-v1");
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        write_fixture(&src);
+    }
     let home = tempfile::tempdir().unwrap();
     crate::fixture::copy_dir(&src, home.path());
     let site = flashtrack::site::Site::open(home.path(), crate::fixture::io()).unwrap();
@@ -196,4 +199,30 @@ fn format_fixture_from_testdata_opens() {
         panic!()
     };
     assert_eq!(vols.iter().map(|v| v.record.id.to_string()).collect::<Vec<_>>(), vec!["1000", "2000"]);
+    let vol = site.volume(&"IBM.2107-75FA120/1000".parse().unwrap()).unwrap();
+    let mut buf = [0u8; 4096];
+    vol.read(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x5a));
+}
+
+/// Writes the committed format-1 fixture (`UPDATE_FIXTURES=1`): a DS8000 image with a
+/// 64 KiB FB volume and a one-cylinder CKD volume, each with a little data.
+fn write_fixture(dst: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dst);
+    std::fs::create_dir_all(dst).unwrap();
+    let site = flashtrack::site::Site::open(dst, crate::fixture::io()).unwrap();
+    let img: flashtrack::id::ImageId = "IBM.2107-75FA120".parse().unwrap();
+    assert!(matches!(site.handle(Request::ImageCreate { id: img.clone() }), Response::Ok(_)));
+    let spec = VolumeSpec { pool: PoolId(0), capacity: Capacity::Fb { cap: 128, captype: CapType::Blocks }, sam: Sam::Ese };
+    let r = site.handle(Request::VolumeCreate { image: img.clone(), spec, volumes: vec![(VolumeId(0x1000), "fixture_fb".into())] });
+    items_ok(match r { Response::Ok(r) => r, Response::Err(e) => panic!("{e}") });
+    let lcu = Request::LcuCreate { image: img.clone(), first: LssId(0x20), qty: 1, ssid: 0x2000, lcutype: LcuType::T3990_6 };
+    assert!(matches!(site.handle(lcu), Response::Ok(_)));
+    let r = site.handle(ckd(&img, 2, 1, &[0x2000]));
+    items_ok(match r { Response::Ok(r) => r, Response::Err(e) => panic!("{e}") });
+    let key = |v: u16| flashtrack::id::VolumeKey { image: img.clone(), volume: VolumeId(v) };
+    site.volume(&key(0x1000)).unwrap().write(0, &[0x5a; 4096], true).unwrap();
+    site.volume(&key(0x2000)).unwrap().write(65536, &[0xc3; 4096], true).unwrap();
+    drop(site);
+    let _ = std::fs::remove_file(dst.join(flashtrack::site::LOCK_FILE));
 }

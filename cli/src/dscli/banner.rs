@@ -76,8 +76,7 @@ mod tests {
         );
         let at = Timestamp::from_second(1_531_267_200).unwrap(); // 2018-07-11 00:00:00 UTC
         assert!(
-            line(at, TimeZone::UTC, Some("IBM.2107-75FA120"))
-                .starts_with("Date/Time: July 11, 2018 12:00:00 AM UTC")
+            line(at, TimeZone::UTC, Some("IBM.2107-75FA120")).starts_with("Date/Time: July 11, 2018 12:00:00 AM UTC")
         );
     }
 

@@ -35,19 +35,13 @@ impl Target {
         if path.contains('/') || value.starts_with("unix:") {
             Ok(Target::Socket(PathBuf::from(path)))
         } else {
-            Err(format!(
-                "{value} is not a unix:PATH address (only local flashd sockets are supported)"
-            ))
+            Err(format!("{value} is not a unix:PATH address (only local flashd sockets are supported)"))
         }
     }
 
     /// The site home from the environment.
     pub fn home() -> Target {
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let home = env("FLASHTRACK_HOME")
             .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("flashtrack")))
             .or_else(|| env("HOME").map(|h| h.join(".local/share/flashtrack")))
@@ -102,55 +96,33 @@ impl Client {
         let mut c = Client {
             reader: BufReader::new(stream),
             writer,
-            hello: Hello {
-                daemon_version: String::new(),
-                protocol: 0,
-                io_backend: String::new(),
-            },
+            hello: Hello { daemon_version: String::new(), protocol: 0, io_backend: String::new() },
         };
         match c.call(Request::Hello)? {
-            Response::Ok(Reply::Hello {
-                protocol,
-                daemon_version,
-                io_backend,
-                ..
-            }) => {
+            Response::Ok(Reply::Hello { protocol, daemon_version, io_backend, .. }) => {
                 if protocol != PROTOCOL_VERSION {
                     return Err(ConnError(format!(
                         "flashd speaks protocol version {protocol}, this dscli {PROTOCOL_VERSION}"
                     )));
                 }
-                c.hello = Hello {
-                    daemon_version,
-                    protocol,
-                    io_backend,
-                };
+                c.hello = Hello { daemon_version, protocol, io_backend };
                 Ok(c)
             }
-            Response::Err(e) => Err(ConnError(format!(
-                "flashd refused the connection: {}",
-                e.detail
-            ))),
+            Response::Err(e) => Err(ConnError(format!("flashd refused the connection: {}", e.detail))),
             Response::Ok(other) => Err(ConnError(format!("unexpected reply to Hello: {other:?}"))),
         }
     }
 
     /// One request, one response.
     pub fn call(&mut self, request: Request) -> Result<Response, ConnError> {
-        let env = Envelope {
-            version: PROTOCOL_VERSION,
-            request,
-        };
+        let env = Envelope { version: PROTOCOL_VERSION, request };
         let mut line = serde_json::to_string(&env).map_err(|e| ConnError(e.to_string()))?;
         line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
-            .map_err(|e| ConnError(format!("lost flashd: {e}")))?;
+        self.writer.write_all(line.as_bytes()).map_err(|e| ConnError(format!("lost flashd: {e}")))?;
         let mut reply = String::new();
         match self.reader.read_line(&mut reply) {
             Ok(0) => Err(ConnError("flashd closed the connection".into())),
-            Ok(_) => serde_json::from_str(&reply)
-                .map_err(|e| ConnError(format!("bad reply from flashd: {e}"))),
+            Ok(_) => serde_json::from_str(&reply).map_err(|e| ConnError(format!("bad reply from flashd: {e}"))),
             Err(e) => Err(ConnError(format!("lost flashd: {e}"))),
         }
     }
@@ -169,18 +141,12 @@ fn flashd_binary() -> PathBuf {
 
 /// Starts flashd on `home`, detached, and polls its socket.
 fn start_and_wait(home: &Path, sock: &Path) -> Result<UnixStream, ConnError> {
-    std::fs::create_dir_all(home)
-        .map_err(|e| ConnError(format!("cannot create {}: {e}", home.display())))?;
+    std::fs::create_dir_all(home).map_err(|e| ConnError(format!("cannot create {}: {e}", home.display())))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(home.join("flashd.log"))
-        .map_err(|e| {
-            ConnError(format!(
-                "cannot open {}: {e}",
-                home.join("flashd.log").display()
-            ))
-        })?;
+        .map_err(|e| ConnError(format!("cannot open {}: {e}", home.join("flashd.log").display())))?;
     let log2 = log.try_clone().map_err(|e| ConnError(e.to_string()))?;
     let bin = flashd_binary();
     // A new process group keeps terminal signals (Ctrl-C on dscli) away from the daemon;
@@ -220,19 +186,10 @@ mod tests {
 
     #[test]
     fn hmc_values() {
-        assert_eq!(
-            Target::from_hmc("unix:/run/x.sock").unwrap(),
-            Target::Socket("/run/x.sock".into())
-        );
-        assert_eq!(
-            Target::from_hmc("/run/x.sock").unwrap(),
-            Target::Socket("/run/x.sock".into())
-        );
+        assert_eq!(Target::from_hmc("unix:/run/x.sock").unwrap(), Target::Socket("/run/x.sock".into()));
+        assert_eq!(Target::from_hmc("/run/x.sock").unwrap(), Target::Socket("/run/x.sock".into()));
         assert!(Target::from_hmc("9.155.1.1").is_err());
-        assert_eq!(
-            Target::Home("/h".into()).socket(),
-            PathBuf::from("/h/control.sock")
-        );
+        assert_eq!(Target::Home("/h".into()).socket(), PathBuf::from("/h/control.sock"));
     }
 
     #[test]

@@ -28,36 +28,20 @@ fn hex(s: &str, max_digits: usize) -> Option<u32> {
 
 /// A storage image ID.
 pub fn image(token: &str) -> Result<ImageId, IdError> {
-    token.parse().map_err(|_| IdError {
-        token: token.to_string(),
-        what: "storage image",
-    })
+    token.parse().map_err(|_| IdError { token: token.to_string(), what: "storage image" })
 }
 
 /// One ID without range: optional `IMAGE/` prefix, then `local`.
 fn single<T>(token: &str, local: impl Fn(&str) -> Option<T>) -> Option<Scoped<T>> {
     match token.rsplit_once('/') {
-        Some((img, rest)) => Some(Scoped {
-            image: Some(img.parse().ok()?),
-            id: local(rest)?,
-        }),
-        None => Some(Scoped {
-            image: None,
-            id: local(token)?,
-        }),
+        Some((img, rest)) => Some(Scoped { image: Some(img.parse().ok()?), id: local(rest)? }),
+        None => Some(Scoped { image: None, id: local(token)? }),
     }
 }
 
 /// Expands tokens with hex ranges. `digits` = max digits of the local part.
-fn expand(
-    tokens: &[String],
-    digits: usize,
-    what: &'static str,
-) -> Result<Vec<Scoped<u32>>, IdError> {
-    let err = |t: &str| IdError {
-        token: t.to_string(),
-        what,
-    };
+fn expand(tokens: &[String], digits: usize, what: &'static str) -> Result<Vec<Scoped<u32>>, IdError> {
+    let err = |t: &str| IdError { token: t.to_string(), what };
     let local = |s: &str| hex(s, digits);
     let mut out = Vec::new();
     for t in tokens {
@@ -86,46 +70,26 @@ fn expand(
             break;
         }
         let (lo, hi) = found.ok_or_else(|| err(t))?;
-        out.extend((lo.id..=hi.id).map(|id| Scoped {
-            image: lo.image.clone(),
-            id,
-        }));
+        out.extend((lo.id..=hi.id).map(|id| Scoped { image: lo.image.clone(), id }));
     }
     Ok(out)
 }
 
 /// Volume IDs, lists and ranges.
 pub fn volumes(tokens: &[String]) -> Result<Vec<Scoped<VolumeId>>, IdError> {
-    Ok(expand(tokens, 4, "volume")?
-        .into_iter()
-        .map(|s| Scoped {
-            image: s.image,
-            id: VolumeId(s.id as u16),
-        })
-        .collect())
+    Ok(expand(tokens, 4, "volume")?.into_iter().map(|s| Scoped { image: s.image, id: VolumeId(s.id as u16) }).collect())
 }
 
 /// LSS or LCU IDs, lists and ranges.
 pub fn lss(tokens: &[String], what: &'static str) -> Result<Vec<Scoped<LssId>>, IdError> {
-    Ok(expand(tokens, 2, what)?
-        .into_iter()
-        .map(|s| Scoped {
-            image: s.image,
-            id: LssId(s.id as u8),
-        })
-        .collect())
+    Ok(expand(tokens, 2, what)?.into_iter().map(|s| Scoped { image: s.image, id: LssId(s.id as u8) }).collect())
 }
 
 /// Extent pool IDs (`P1`, `IBM.2107-75FA120/P1`).
 pub fn pools(tokens: &[String]) -> Result<Vec<Scoped<PoolId>>, IdError> {
     tokens
         .iter()
-        .map(|t| {
-            single(t, |s| s.parse::<PoolId>().ok()).ok_or(IdError {
-                token: t.clone(),
-                what: "extent pool",
-            })
-        })
+        .map(|t| single(t, |s| s.parse::<PoolId>().ok()).ok_or(IdError { token: t.clone(), what: "extent pool" }))
         .collect()
 }
 
@@ -159,10 +123,7 @@ mod tests {
 
     #[test]
     fn short_ids_normalise() {
-        assert_eq!(
-            v(&["1000", "a", "1a5", "ffFF"]).unwrap(),
-            ["1000", "000A", "01A5", "FFFF"]
-        );
+        assert_eq!(v(&["1000", "a", "1a5", "ffFF"]).unwrap(), ["1000", "000A", "01A5", "FFFF"]);
     }
 
     #[test]
@@ -174,20 +135,9 @@ mod tests {
 
     #[test]
     fn fully_qualified() {
-        assert_eq!(
-            v(&["IBM.2107-75fa120/1000"]).unwrap(),
-            ["IBM.2107-75FA120/1000"]
-        );
-        assert_eq!(
-            v(&["IBM.2107-75FA120/1000-1001"]).unwrap(),
-            ["IBM.2107-75FA120/1000", "IBM.2107-75FA120/1001"]
-        );
-        assert_eq!(
-            v(&["IBM.2107-75FA120/1000-IBM.2107-75FA120/1001"])
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(v(&["IBM.2107-75fa120/1000"]).unwrap(), ["IBM.2107-75FA120/1000"]);
+        assert_eq!(v(&["IBM.2107-75FA120/1000-1001"]).unwrap(), ["IBM.2107-75FA120/1000", "IBM.2107-75FA120/1001"]);
+        assert_eq!(v(&["IBM.2107-75FA120/1000-IBM.2107-75FA120/1001"]).unwrap().len(), 2);
     }
 
     #[test]
@@ -213,11 +163,7 @@ mod tests {
     #[test]
     fn lss_and_pools() {
         let t = vec!["10-12".to_string(), "a".to_string()];
-        let l: Vec<String> = lss(&t, "LSS")
-            .unwrap()
-            .iter()
-            .map(|s| s.id.to_string())
-            .collect();
+        let l: Vec<String> = lss(&t, "LSS").unwrap().iter().map(|s| s.id.to_string()).collect();
         assert_eq!(l, ["10", "11", "12", "0A"]);
         assert!(lss(&["100".to_string()], "LSS").is_err());
         let p = pools(&["P1".to_string(), "IBM.2107-75FA120/p12".to_string()]).unwrap();
@@ -228,21 +174,9 @@ mod tests {
 
     #[test]
     fn one_image_only() {
-        let t: Vec<String> = ["IBM.2107-75FA120/1000", "1001"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(
-            common_image(&volumes(&t).unwrap())
-                .unwrap()
-                .unwrap()
-                .to_string(),
-            "IBM.2107-75FA120"
-        );
-        let t: Vec<String> = ["IBM.2107-75FA120/1000", "IBM.2107-75FA150/1000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let t: Vec<String> = ["IBM.2107-75FA120/1000", "1001"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(common_image(&volumes(&t).unwrap()).unwrap().unwrap().to_string(), "IBM.2107-75FA120");
+        let t: Vec<String> = ["IBM.2107-75FA120/1000", "IBM.2107-75FA150/1000"].iter().map(|s| s.to_string()).collect();
         assert!(common_image(&volumes(&t).unwrap()).is_err());
     }
 }

@@ -41,8 +41,8 @@ struct Globals {
 /// Options given to the dscli program itself. Output flags here apply to the whole
 /// invocation; `-user`, `-passwd`, `-pwfile`, `-hmc2` are accepted and not enforced.
 const GLOBAL_VALUED: &[&str] = &[
-    "-cfg", "-hmc1", "-hmc2", "-user", "-passwd", "-pwfile", "-script", "-fmt", "-delim", "-hdr",
-    "-bnr", "-v", "-p", "-r",
+    "-cfg", "-hmc1", "-hmc2", "-user", "-passwd", "-pwfile", "-script", "-fmt", "-delim", "-hdr", "-bnr", "-v", "-p",
+    "-r",
 ];
 
 fn parse_globals(args: &[String]) -> Result<(Globals, Vec<String>), String> {
@@ -66,17 +66,14 @@ fn parse_globals(args: &[String]) -> Result<(Globals, Vec<String>), String> {
                     "-hmc1" => g.hmc1 = Some(v.clone()),
                     "-script" => g.script = Some(PathBuf::from(v)),
                     "-fmt" => {
-                        g.layer.format = Some(
-                            Format::parse(v).ok_or_else(|| bad_enum(&verb::FORMATS.join("|")))?,
-                        )
+                        g.layer.format = Some(Format::parse(v).ok_or_else(|| bad_enum(&verb::FORMATS.join("|")))?)
                     }
                     "-delim" => {
                         let mut c = v.chars();
                         match (c.next(), c.next()) {
                             (Some(d), None) => g.layer.delim = Some(d),
                             _ => {
-                                return Err(messages::BAD_VALUE
-                                    .line("dscli", &[a, v, "one character expected"]));
+                                return Err(messages::BAD_VALUE.line("dscli", &[a, v, "one character expected"]));
                             }
                         }
                     }
@@ -87,9 +84,7 @@ fn parse_globals(args: &[String]) -> Result<(Globals, Vec<String>), String> {
                     "-r" => match v.parse::<u8>() {
                         Ok(r @ 1..=100) => g.layer.rows = Some(r),
                         _ => {
-                            return Err(
-                                messages::BAD_VALUE.line("dscli", &[a, v, "1-100 expected"])
-                            );
+                            return Err(messages::BAD_VALUE.line("dscli", &[a, v, "1-100 expected"]));
                         }
                     },
                     _ => {} // -hmc2, -user, -passwd, -pwfile: accepted, not enforced.
@@ -148,17 +143,10 @@ fn run(args: &[String], out: &mut Out) -> u8 {
         };
     }
     if g.script.is_some() && !words.is_empty() {
-        return say(
-            out,
-            &messages::BAD_GLOBAL.line("dscli", &[&words[0]]),
-            exit::SYNTAX,
-        );
+        return say(out, &messages::BAD_GLOBAL.line("dscli", &[&words[0]]), exit::SYNTAX);
     }
     // Profile: -cfg must be readable; the default one only if present.
-    let mut settings = Settings {
-        global: g.layer.clone(),
-        ..Settings::default()
-    };
+    let mut settings = Settings { global: g.layer.clone(), ..Settings::default() };
     let mut hmc1 = g.hmc1.clone();
     let explicit = g.cfg.is_some();
     if let Some(path) = g.cfg.clone().or_else(profile::default_path) {
@@ -170,17 +158,12 @@ fn run(args: &[String], out: &mut Out) -> u8 {
                     hmc1 = hmc1.or(p.hmc1);
                 }
                 Err(e) => {
-                    let line =
-                        messages::PROFILE.line("dscli", &[&shown, &e.line.to_string(), &e.reason]);
+                    let line = messages::PROFILE.line("dscli", &[&shown, &e.line.to_string(), &e.reason]);
                     return say(out, &line, exit::APPLICATION);
                 }
             },
             Err(e) if explicit || e.kind() != std::io::ErrorKind::NotFound => {
-                return say(
-                    out,
-                    &messages::UNREADABLE.line("dscli", &[&shown, &e.to_string()]),
-                    exit::APPLICATION,
-                );
+                return say(out, &messages::UNREADABLE.line("dscli", &[&shown, &e.to_string()]), exit::APPLICATION);
             }
             Err(_) => {}
         }
@@ -203,17 +186,13 @@ fn run(args: &[String], out: &mut Out) -> u8 {
         (Some(p), Mode::Script) => match std::fs::read_to_string(p) {
             Ok(t) => Some(t),
             Err(e) => {
-                let line =
-                    messages::UNREADABLE.line("dscli", &[&p.display().to_string(), &e.to_string()]);
+                let line = messages::UNREADABLE.line("dscli", &[&p.display().to_string(), &e.to_string()]);
                 return say(out, &line, exit::APPLICATION);
             }
         },
         _ => None,
     };
-    let input = Input::new(
-        Box::new(std::io::BufReader::new(std::io::stdin())),
-        stdin_tty,
-    );
+    let input = Input::new(Box::new(std::io::BufReader::new(std::io::stdin())), stdin_tty);
     // The session owns stdout from here; hand it over.
     let taken = std::mem::replace(out, Out::new(Box::new(std::io::sink())));
     let mut session = Session::new(taken, input, mode, settings, target);
@@ -239,10 +218,8 @@ mod tests {
 
     #[test]
     fn globals_then_verb() {
-        let (g, rest) = parse_globals(&a(
-            "-cfg p.profile -fmt delim -delim | -bnr off -user u -passwd x lsfbvol -l",
-        ))
-        .unwrap();
+        let (g, rest) =
+            parse_globals(&a("-cfg p.profile -fmt delim -delim | -bnr off -user u -passwd x lsfbvol -l")).unwrap();
         assert_eq!(g.cfg, Some(PathBuf::from("p.profile")));
         assert_eq!(g.layer.format, Some(Format::Delim));
         assert_eq!(g.layer.delim, Some('|'));
@@ -252,21 +229,9 @@ mod tests {
 
     #[test]
     fn global_errors() {
-        assert!(
-            parse_globals(&a("-bogus lsfbvol"))
-                .unwrap_err()
-                .starts_with("CMUC90017E dscli:")
-        );
-        assert!(
-            parse_globals(&a("-fmt"))
-                .unwrap_err()
-                .starts_with("CMUC90003E")
-        );
-        assert!(
-            parse_globals(&a("-hdr maybe ver"))
-                .unwrap_err()
-                .starts_with("CMUC90004E")
-        );
+        assert!(parse_globals(&a("-bogus lsfbvol")).unwrap_err().starts_with("CMUC90017E dscli:"));
+        assert!(parse_globals(&a("-fmt")).unwrap_err().starts_with("CMUC90003E"));
+        assert!(parse_globals(&a("-hdr maybe ver")).unwrap_err().starts_with("CMUC90004E"));
         assert!(parse_globals(&a("-script")).is_err());
     }
 

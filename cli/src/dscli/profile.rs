@@ -36,30 +36,19 @@ pub fn parse(text: &str) -> Result<Profile, ProfileError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = |reason: String| ProfileError {
-            line: n + 1,
-            reason,
-        };
+        let bad = |reason: String| ProfileError { line: n + 1, reason };
         let Some((key, value)) = line.split_once(':') else {
             return Err(bad("expected key: value".into()));
         };
         let (key, value) = (key.trim().to_ascii_lowercase(), value.trim());
-        let onoff =
-            || on_off(value).ok_or_else(|| bad(format!("{key} must be on or off, not {value}")));
-        let image = || {
-            value
-                .parse()
-                .map(Some)
-                .map_err(|_| bad(format!("{key}: {value} is not a storage image ID")))
-        };
+        let onoff = || on_off(value).ok_or_else(|| bad(format!("{key} must be on or off, not {value}")));
+        let image = || value.parse().map(Some).map_err(|_| bad(format!("{key}: {value} is not a storage image ID")));
         match key.as_str() {
             "devid" => p.layer.devid = image()?,
             "remotedevid" => p.layer.remotedevid = image()?,
             "hmc1" => p.hmc1 = Some(value.to_string()),
             "format" => {
-                p.layer.format = Some(
-                    Format::parse(value).ok_or_else(|| bad(format!("unknown format {value}")))?,
-                )
+                p.layer.format = Some(Format::parse(value).ok_or_else(|| bad(format!("unknown format {value}")))?)
             }
             "banner" => p.layer.banner = Some(onoff()?),
             "header" => p.layer.header = Some(onoff()?),

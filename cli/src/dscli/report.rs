@@ -28,11 +28,7 @@ pub fn dash(s: impl Into<String>) -> String {
 
 impl Report {
     pub fn new(class: &'static str, columns: &[&str]) -> Report {
-        Report {
-            class,
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            rows: Vec::new(),
-        }
+        Report { class, columns: columns.iter().map(|c| c.to_string()).collect(), rows: Vec::new() }
     }
 
     pub fn push(&mut self, row: Vec<String>) {
@@ -75,12 +71,7 @@ impl Report {
         let join = |cells: &[String]| -> String {
             let line = match delim {
                 Some(d) => cells.join(&d.to_string()),
-                None => cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                None => cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" "),
             };
             line.trim_end().to_string()
         };
@@ -89,12 +80,7 @@ impl Report {
             lines.push(join(&self.columns));
         }
         let rows: Vec<String> = self.rows.iter().map(|r| join(r)).collect();
-        let widest = lines
-            .iter()
-            .chain(&rows)
-            .map(|l| l.chars().count())
-            .max()
-            .unwrap_or(0);
+        let widest = lines.iter().chain(&rows).map(|l| l.chars().count()).max().unwrap_or(0);
         if header {
             lines.push("=".repeat(widest));
         }
@@ -103,12 +89,7 @@ impl Report {
     }
 
     fn stanza(&self) -> String {
-        let w = self
-            .columns
-            .iter()
-            .map(|c| c.chars().count())
-            .max()
-            .unwrap_or(0);
+        let w = self.columns.iter().map(|c| c.chars().count()).max().unwrap_or(0);
         let blocks: Vec<String> = self
             .rows
             .iter()
@@ -126,10 +107,7 @@ impl Report {
     fn xml(&self) -> String {
         let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<IRETURNVALUE>\n");
         for r in &self.rows {
-            s.push_str(&format!(
-                "<INSTANCE CLASSNAME=\"{}\">\n",
-                xml_escape(self.class)
-            ));
+            s.push_str(&format!("<INSTANCE CLASSNAME=\"{}\">\n", xml_escape(self.class)));
             for (c, v) in self.columns.iter().zip(r) {
                 s.push_str(&format!(
                     "<PROPERTY NAME=\"{}\" TYPE=\"string\"><VALUE>{}</VALUE></PROPERTY>\n",
@@ -149,12 +127,8 @@ impl Report {
             .rows
             .iter()
             .map(|r| {
-                let fields: Vec<String> = self
-                    .columns
-                    .iter()
-                    .zip(r)
-                    .map(|(c, v)| format!("{}:{}", q(c), q(v)))
-                    .collect();
+                let fields: Vec<String> =
+                    self.columns.iter().zip(r).map(|(c, v)| format!("{}:{}", q(c), q(v))).collect();
                 format!("{{{}}}", fields.join(","))
             })
             .collect();
@@ -189,11 +163,7 @@ mod tests {
     }
 
     fn st(format: Format) -> Style {
-        Style {
-            format,
-            delim: ',',
-            header: true,
-        }
+        Style { format, delim: ',', header: true }
     }
 
     #[test]
@@ -205,32 +175,20 @@ mod tests {
              a<b>        1000 10.0\n\
              longer_name 1001 -\n"
         );
-        let no_hdr = Style {
-            header: false,
-            ..st(Format::Default)
-        };
-        assert_eq!(
-            sample().render(no_hdr),
-            "a<b>        1000 10.0\nlonger_name 1001 -\n"
-        );
+        let no_hdr = Style { header: false, ..st(Format::Default) };
+        assert_eq!(sample().render(no_hdr), "a<b>        1000 10.0\nlonger_name 1001 -\n");
     }
 
     #[test]
     fn delim_table_keeps_rule() {
         assert_eq!(
-            sample().render(Style {
-                delim: '|',
-                ..st(Format::Delim)
-            }),
+            sample().render(Style { delim: '|', ..st(Format::Delim) }),
             "Name|ID|cap (2^30B)\n===================\na<b>|1000|10.0\nlonger_name|1001|-\n"
         );
         // A row wider than the header widens the rule.
         let mut r = Report::new("X", &["ID"]);
         r.push(vec!["IBM.2107-75FA120/1000".into()]);
-        assert_eq!(
-            r.render(st(Format::Delim)),
-            "ID\n=====================\nIBM.2107-75FA120/1000\n"
-        );
+        assert_eq!(r.render(st(Format::Delim)), "ID\n=====================\nIBM.2107-75FA120/1000\n");
     }
 
     #[test]
@@ -265,13 +223,7 @@ mod tests {
     #[test]
     fn short_keeps_id() {
         let r = sample().short("ID");
-        assert_eq!(
-            r.render(Style {
-                header: false,
-                ..st(Format::Default)
-            }),
-            "1000\n1001\n"
-        );
+        assert_eq!(r.render(Style { header: false, ..st(Format::Default) }), "1000\n1001\n");
         assert_eq!(dash(""), "-");
     }
 }

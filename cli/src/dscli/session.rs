@@ -113,21 +113,8 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
-        out: Out,
-        input: Input,
-        mode: Mode,
-        settings: Settings,
-        target: Result<Target, String>,
-    ) -> Session {
-        Session {
-            out,
-            input,
-            mode,
-            settings,
-            target,
-            client: None,
-        }
+    pub fn new(out: Out, input: Input, mode: Mode, settings: Settings, target: Result<Target, String>) -> Session {
+        Session { out, input, mode, settings, target, client: None }
     }
 
     /// Runs one command line (already split into words). Returns its exit code.
@@ -136,8 +123,7 @@ impl Session {
             return Ok(exit::OK);
         };
         let Some(verb) = verb::find(name) else {
-            self.out
-                .line(&messages::UNKNOWN_COMMAND.line("dscli", &[name]))?;
+            self.out.line(&messages::UNKNOWN_COMMAND.line("dscli", &[name]))?;
             return Ok(exit::SYNTAX);
         };
         let interactive = matches!(self.mode, Mode::Interactive | Mode::Stdin);
@@ -152,10 +138,7 @@ impl Session {
         if let Some(d) = inv.flag("-dev")
             && d.parse::<ImageId>().is_err()
         {
-            return self.syntax(
-                verb.name,
-                SyntaxError::new(messages::MALFORMED_ID, &[d, "storage image"]),
-            );
+            return self.syntax(verb.name, SyntaxError::new(messages::MALFORMED_ID, &[d, "storage image"]));
         }
         if inv.stdin_ids {
             let rest = self.input.rest();
@@ -204,20 +187,14 @@ impl Session {
         if let (Some(a), Some(b)) = (&own_dev, &from_ids)
             && a != b
         {
-            return self.fail(
-                messages::IMAGE_CONFLICT.line(verb, &[&a.to_string(), &b.to_string()]),
-                exit::SYNTAX,
-            );
+            return self.fail(messages::IMAGE_CONFLICT.line(verb, &[&a.to_string(), &b.to_string()]), exit::SYNTAX);
         }
         if let Some(img) = from_ids.or_else(|| self.effective(inv).devid) {
             return Ok(img);
         }
         match self.query(verb, Request::ImageList)? {
             Reply::Images(mut list) if list.len() == 1 => Ok(list.remove(0).id),
-            Reply::Images(list) => self.fail(
-                messages::NO_IMAGE.line(verb, &[&list.len().to_string()]),
-                exit::SYNTAX,
-            ),
+            Reply::Images(list) => self.fail(messages::NO_IMAGE.line(verb, &[&list.len().to_string()]), exit::SYNTAX),
             other => self.protocol(verb, &other),
         }
     }
@@ -233,10 +210,7 @@ impl Session {
             match made {
                 Ok(c) => self.client = Some(c),
                 Err((where_, why)) => {
-                    return self.fail(
-                        messages::CONNECT_FAILED.line(verb, &[&where_, &why]),
-                        exit::CONNECTION,
-                    );
+                    return self.fail(messages::CONNECT_FAILED.line(verb, &[&where_, &why]), exit::CONNECTION);
                 }
             }
         }
@@ -250,15 +224,8 @@ impl Session {
             Ok(r) => Ok(r),
             Err(e) => {
                 self.client = None;
-                let where_ = self
-                    .target
-                    .as_ref()
-                    .map(Target::display)
-                    .unwrap_or_default();
-                self.fail(
-                    messages::CONNECT_FAILED.line(verb, &[&where_, &e.0]),
-                    exit::CONNECTION,
-                )
+                let where_ = self.target.as_ref().map(Target::display).unwrap_or_default();
+                self.fail(messages::CONNECT_FAILED.line(verb, &[&where_, &e.0]), exit::CONNECTION)
             }
         }
     }
@@ -305,9 +272,7 @@ impl Session {
                 Ok(words) if words.is_empty() => continue,
                 Ok(words) if is_exit(&words) => break,
                 Ok(words) => self.run_words(&words)?,
-                Err(_) => {
-                    self.syntax("dscli", SyntaxError::new(messages::QUOTE, &[line.trim()]))?
-                }
+                Err(_) => self.syntax("dscli", SyntaxError::new(messages::QUOTE, &[line.trim()]))?,
             };
             if code != exit::OK {
                 last = code;
@@ -335,8 +300,7 @@ impl Session {
                 Ok(w) => w,
                 Err(_) => {
                     self.prompt_echo()?;
-                    last =
-                        self.syntax("dscli", SyntaxError::new(messages::QUOTE, &[line.trim()]))?;
+                    last = self.syntax("dscli", SyntaxError::new(messages::QUOTE, &[line.trim()]))?;
                     continue;
                 }
             };
@@ -351,20 +315,12 @@ impl Session {
             }
             self.out.flush()?;
         }
-        Ok(if self.mode == Mode::Interactive {
-            exit::OK
-        } else {
-            last
-        })
+        Ok(if self.mode == Mode::Interactive { exit::OK } else { last })
     }
 
     /// Piped stdin: the prompt precedes the command's output on the same line.
     fn prompt_echo(&mut self) -> Res<()> {
-        if self.mode == Mode::Stdin {
-            self.out.text("dscli> ")
-        } else {
-            Ok(())
-        }
+        if self.mode == Mode::Stdin { self.out.text("dscli> ") } else { Ok(()) }
     }
 }
 

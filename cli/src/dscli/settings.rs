@@ -87,10 +87,7 @@ impl Layer {
             rows: self.rows.or(below.rows),
             fullid: self.fullid.or(below.fullid),
             devid: self.devid.clone().or_else(|| below.devid.clone()),
-            remotedevid: self
-                .remotedevid
-                .clone()
-                .or_else(|| below.remotedevid.clone()),
+            remotedevid: self.remotedevid.clone().or_else(|| below.remotedevid.clone()),
         }
     }
 
@@ -154,8 +151,7 @@ impl Settings {
     /// Settings for one command.
     pub fn effective(&self, inv: Option<&Invocation>) -> Effective {
         let cmd = inv.map(Layer::from_flags).unwrap_or_default();
-        cmd.over(&self.setenv.over(&self.global.over(&self.profile)))
-            .resolve()
+        cmd.over(&self.setenv.over(&self.global.over(&self.profile))).resolve()
     }
 }
 
@@ -172,10 +168,7 @@ mod tests {
     #[test]
     fn defaults() {
         let e = Settings::default().effective(None);
-        assert_eq!(
-            (e.format, e.delim, e.header, e.banner, e.rows),
-            (Format::Default, ',', true, true, 24)
-        );
+        assert_eq!((e.format, e.delim, e.header, e.banner, e.rows), (Format::Default, ',', true, true, 24));
     }
 
     #[test]
@@ -187,46 +180,23 @@ mod tests {
             header: Some(false),
             ..Layer::default()
         };
-        let mut s = Settings {
-            profile,
-            ..Settings::default()
-        };
+        let mut s = Settings { profile, ..Settings::default() };
         assert_eq!(s.effective(None).format, Format::Xml);
-        s.global = Layer {
-            format: Some(Format::Stanza),
-            delim: Some(':'),
-            ..Layer::default()
-        };
+        s.global = Layer { format: Some(Format::Stanza), delim: Some(':'), ..Layer::default() };
         assert_eq!(s.effective(None).format, Format::Stanza);
         s.setenv = Layer::from_setenv(&inv("setenv -format delim -banner on"));
         let e = s.effective(None);
-        assert_eq!(
-            (e.format, e.delim, e.banner, e.header),
-            (Format::Delim, ':', true, false)
-        );
+        assert_eq!((e.format, e.delim, e.banner, e.header), (Format::Delim, ':', true, false));
         let e = s.effective(Some(&inv("lsfbvol -fmt default -delim | -hdr on")));
-        assert_eq!(
-            (e.format, e.delim, e.banner, e.header),
-            (Format::Default, '|', true, true)
-        );
+        assert_eq!((e.format, e.delim, e.banner, e.header), (Format::Default, '|', true, true));
     }
 
     #[test]
     fn dev_precedence() {
-        let profile = Layer {
-            devid: "IBM.2107-75FA120".parse().ok(),
-            ..Layer::default()
-        };
+        let profile = Layer { devid: "IBM.2107-75FA120".parse().ok(), ..Layer::default() };
         let setenv = Layer::from_setenv(&inv("setenv -dev IBM.1750-68FA120"));
-        let s = Settings {
-            profile,
-            setenv,
-            ..Settings::default()
-        };
-        assert_eq!(
-            s.effective(None).devid.unwrap().to_string(),
-            "IBM.1750-68FA120"
-        );
+        let s = Settings { profile, setenv, ..Settings::default() };
+        assert_eq!(s.effective(None).devid.unwrap().to_string(), "IBM.1750-68FA120");
         let e = s.effective(Some(&inv("lsfbvol -dev IBM.2107-75FA150")));
         assert_eq!(e.devid.unwrap().to_string(), "IBM.2107-75FA150");
     }

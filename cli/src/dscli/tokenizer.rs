@@ -84,10 +84,7 @@ mod tests {
 
     #[test]
     fn words_and_blanks() {
-        assert_eq!(
-            s("  lsfbvol   -l  1000-100F "),
-            ["lsfbvol", "-l", "1000-100F"]
-        );
+        assert_eq!(s("  lsfbvol   -l  1000-100F "), ["lsfbvol", "-l", "1000-100F"]);
         assert!(s("").is_empty());
         assert!(s("   \t ").is_empty());
     }
@@ -97,22 +94,13 @@ mod tests {
         assert!(s("# mkfbvol 1000").is_empty());
         assert!(s("   # indented").is_empty());
         // Only a leading `#` starts a comment.
-        assert_eq!(
-            s("mkfbvol -name a#h 1000"),
-            ["mkfbvol", "-name", "a#h", "1000"]
-        );
+        assert_eq!(s("mkfbvol -name a#h 1000"), ["mkfbvol", "-name", "a#h", "1000"]);
     }
 
     #[test]
     fn quotes_and_escapes() {
-        assert_eq!(
-            s("lsfbvol -fmt delim -delim '|'"),
-            ["lsfbvol", "-fmt", "delim", "-delim", "|"]
-        );
-        assert_eq!(
-            s(r#"mkfbvol -name "my vol" 1000"#),
-            ["mkfbvol", "-name", "my vol", "1000"]
-        );
+        assert_eq!(s("lsfbvol -fmt delim -delim '|'"), ["lsfbvol", "-fmt", "delim", "-delim", "|"]);
+        assert_eq!(s(r#"mkfbvol -name "my vol" 1000"#), ["mkfbvol", "-name", "my vol", "1000"]);
         assert_eq!(s(r#"a "x\"y" 'p\q' r\ s"#), ["a", "x\"y", "p\\q", "r s"]);
         assert_eq!(s("a '' b"), ["a", "", "b"]);
         assert_eq!(s("a'b'c"), ["abc"]);

@@ -44,18 +44,10 @@ pub struct Verb {
 }
 
 const fn f(name: &'static str, kind: Kind) -> Flag {
-    Flag {
-        name,
-        kind,
-        required: false,
-    }
+    Flag { name, kind, required: false }
 }
 const fn req(name: &'static str, kind: Kind) -> Flag {
-    Flag {
-        name,
-        kind,
-        required: true,
-    }
+    Flag { name, kind, required: true }
 }
 const B: Kind = Kind::Bool;
 const ON_OFF: Kind = Kind::Enum(&["on", "off"]);
@@ -92,12 +84,7 @@ pub static VERBS: &[Verb] = &[
     Verb {
         name: "lsextpool",
         summary: "Lists extent pools. -l adds provisioned capacity and path (extensions).",
-        flags: &[
-            SL[0],
-            SL[1],
-            f("-stgtype", Kind::Enum(&["fb", "ckd"])),
-            f("-rankgrp", Kind::Enum(&["0", "1"])),
-        ],
+        flags: &[SL[0], SL[1], f("-stgtype", Kind::Enum(&["fb", "ckd"])), f("-rankgrp", Kind::Enum(&["0", "1"]))],
         ids: Ids::Optional,
         ids_help: "[Extent_Pool_ID ...]",
         reports: true,
@@ -182,10 +169,7 @@ pub static VERBS: &[Verb] = &[
             req("-qty", Kind::Value("quantity")),
             req("-id", Kind::Value("lcu_ID")),
             req("-ss", Kind::Value("ss_ID")),
-            f(
-                "-lcutype",
-                Kind::Enum(&["3990-3", "3990-tpf", "3990-6", "bs2000"]),
-            ),
+            f("-lcutype", Kind::Enum(&["3990-3", "3990-tpf", "3990-6", "bs2000"])),
         ],
         ids: Ids::None,
         ids_help: "",
@@ -224,12 +208,7 @@ pub static VERBS: &[Verb] = &[
     Verb {
         name: "lsckdvol",
         summary: "Lists CKD volumes.",
-        flags: &[
-            SL[0],
-            SL[1],
-            f("-extpool", Kind::Value("extentpool_ID")),
-            f("-lcu", Kind::Value("LCU_ID")),
-        ],
+        flags: &[SL[0], SL[1], f("-extpool", Kind::Value("extentpool_ID")), f("-lcu", Kind::Value("LCU_ID"))],
         ids: Ids::Optional,
         ids_help: "[Volume_ID ... | range | -]",
         reports: true,
@@ -245,11 +224,7 @@ pub static VERBS: &[Verb] = &[
     Verb {
         name: "chckdvol",
         summary: "Renames or grows CKD volumes (capacity may only grow).",
-        flags: &[
-            f("-name", Kind::Value("volume_name")),
-            f("-cap", Kind::Value("cylinders")),
-            f("-quiet", B),
-        ],
+        flags: &[f("-name", Kind::Value("volume_name")), f("-cap", Kind::Value("cylinders")), f("-quiet", B)],
         ids: Ids::Required,
         ids_help: "Volume_ID ... | range | -",
         reports: true,
@@ -408,10 +383,7 @@ pub struct SyntaxError {
 
 impl SyntaxError {
     pub fn new(msg: Message, args: &[&str]) -> Self {
-        SyntaxError {
-            msg,
-            args: args.iter().map(|s| s.to_string()).collect(),
-        }
+        SyntaxError { msg, args: args.iter().map(|s| s.to_string()).collect() }
     }
     pub fn line(&self, verb: &str) -> String {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
@@ -420,18 +392,8 @@ impl SyntaxError {
 }
 
 /// Checks the words after the verb. `interactive` refuses the `-` ID form.
-pub fn parse(
-    verb: &'static Verb,
-    words: &[String],
-    interactive: bool,
-) -> Result<Invocation, SyntaxError> {
-    let mut inv = Invocation {
-        verb,
-        flags: BTreeMap::new(),
-        ids: Vec::new(),
-        stdin_ids: false,
-        help: false,
-    };
+pub fn parse(verb: &'static Verb, words: &[String], interactive: bool) -> Result<Invocation, SyntaxError> {
+    let mut inv = Invocation { verb, flags: BTreeMap::new(), ids: Vec::new(), stdin_ids: false, help: false };
     let mut i = 0;
     while i < words.len() {
         let w = &words[i];
@@ -459,9 +421,7 @@ pub fn parse(
             Kind::Value(_) | Kind::Enum(_) => {
                 // A known flag where the value should be means the value is missing (but
                 // `-delim -` is a legal delimiter).
-                let next = words
-                    .get(i)
-                    .filter(|n| fl.name == "-delim" || verb.flag(n).is_none());
+                let next = words.get(i).filter(|n| fl.name == "-delim" || verb.flag(n).is_none());
                 let Some(v) = next else {
                     return Err(SyntaxError::new(messages::FLAG_NO_VALUE, &[fl.name]));
                 };
@@ -473,10 +433,7 @@ pub fn parse(
             Kind::Enum(allowed) => {
                 let lower = value.to_ascii_lowercase();
                 if !allowed.contains(&lower.as_str()) {
-                    return Err(SyntaxError::new(
-                        messages::BAD_ENUM,
-                        &[fl.name, &value, &allowed.join("|")],
-                    ));
+                    return Err(SyntaxError::new(messages::BAD_ENUM, &[fl.name, &value, &allowed.join("|")]));
                 }
                 lower
             }
@@ -513,20 +470,14 @@ fn check(inv: &Invocation) -> Result<(), SyntaxError> {
         if let Some(d) = inv.flag(name)
             && d.chars().count() != 1
         {
-            return Err(SyntaxError::new(
-                messages::BAD_VALUE,
-                &[name, d, "one character expected"],
-            ));
+            return Err(SyntaxError::new(messages::BAD_VALUE, &[name, d, "one character expected"]));
         }
     }
     for name in ["-r", "-rows"] {
         if let Some(r) = inv.flag(name)
             && !matches!(r.parse::<u8>(), Ok(1..=100))
         {
-            return Err(SyntaxError::new(
-                messages::BAD_VALUE,
-                &[name, r, "1-100 expected"],
-            ));
+            return Err(SyntaxError::new(messages::BAD_VALUE, &[name, r, "1-100 expected"]));
         }
     }
     Ok(())
@@ -570,18 +521,8 @@ mod tests {
         assert_eq!(err_id("lsfbvol -delim ab"), "CMUC90005E");
         assert_eq!(err_id("lsfbvol -r 0"), "CMUC90005E");
         let words = vec!["-".to_string()];
-        assert_eq!(
-            parse(find("rmfbvol").unwrap(), &words, true)
-                .unwrap_err()
-                .msg
-                .id,
-            "CMUC90010E"
-        );
-        assert!(
-            parse(find("rmfbvol").unwrap(), &words, false)
-                .unwrap()
-                .stdin_ids
-        );
+        assert_eq!(parse(find("rmfbvol").unwrap(), &words, true).unwrap_err().msg.id, "CMUC90010E");
+        assert!(parse(find("rmfbvol").unwrap(), &words, false).unwrap().stdin_ids);
     }
 
     #[test]

@@ -12,8 +12,7 @@ pub fn setenv(s: &mut Session, inv: &Invocation) -> Res {
         if let Some(v) = inv.flag(flag)
             && let Err(e) = ids::image(v)
         {
-            s.out
-                .line(&messages::MALFORMED_ID.line(inv.verb.name, &[&e.token, e.what]))?;
+            s.out.line(&messages::MALFORMED_ID.line(inv.verb.name, &[&e.token, e.what]))?;
             return Ok(exit::SYNTAX);
         }
     }
@@ -29,21 +28,9 @@ pub fn showenv(s: &mut Session, _inv: &Invocation) -> Res {
     let e = s.settings.effective(None);
     let mut r = Report::new(
         "Environment",
-        &[
-            "banner",
-            "header",
-            "format",
-            "delim",
-            "verbose",
-            "paging",
-            "rows",
-            "fullid",
-            "devid",
-            "remotedevid",
-        ],
+        &["banner", "header", "format", "delim", "verbose", "paging", "rows", "fullid", "devid", "remotedevid"],
     );
-    let img =
-        |i: Option<flashtrack::id::ImageId>| i.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+    let img = |i: Option<flashtrack::id::ImageId>| i.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
     r.push(vec![
         on(e.banner),
         on(e.header),
@@ -56,11 +43,7 @@ pub fn showenv(s: &mut Session, _inv: &Invocation) -> Res {
         img(e.devid),
         img(e.remotedevid),
     ]);
-    s.out.text(&r.render(Style {
-        format: Format::Stanza,
-        delim: ',',
-        header: true,
-    }))?;
+    s.out.text(&r.render(Style { format: Format::Stanza, delim: ',', header: true }))?;
     Ok(exit::OK)
 }
 
@@ -75,8 +58,7 @@ pub fn help(s: &mut Session, inv: &Invocation) -> Res {
             Ok(exit::OK)
         }
         None => {
-            s.out
-                .line(&messages::UNKNOWN_COMMAND.line("help", &[name]))?;
+            s.out.line(&messages::UNKNOWN_COMMAND.line("help", &[name]))?;
             Ok(exit::SYNTAX)
         }
     }

@@ -24,10 +24,7 @@ fn hex_flag(s: &mut Session, inv: &Invocation, flag: &str, digits: usize) -> Res
     let v = inv.flag(flag).expect("required flag checked by the parser");
     if v.is_empty() || v.len() > digits || !v.chars().all(|c| c.is_ascii_hexdigit()) {
         let why = format!("{digits} hex digits expected");
-        return s.fail(
-            messages::BAD_VALUE.line(inv.verb.name, &[flag, v, &why]),
-            exit::SYNTAX,
-        );
+        return s.fail(messages::BAD_VALUE.line(inv.verb.name, &[flag, v, &why]), exit::SYNTAX);
     }
     Ok(u32::from_str_radix(v, 16).expect("checked hex"))
 }
@@ -38,19 +35,13 @@ pub fn mklcu(s: &mut Session, inv: &Invocation) -> Res {
         Some(Ok(q @ 1..=255)) => q,
         _ => {
             let v = inv.flag("-qty").unwrap_or("");
-            return s.fail(
-                messages::BAD_VALUE.line(verb, &["-qty", v, "1-255 expected"]),
-                exit::SYNTAX,
-            );
+            return s.fail(messages::BAD_VALUE.line(verb, &["-qty", v, "1-255 expected"]), exit::SYNTAX);
         }
     };
     let first = LssId(hex_flag(s, inv, "-id", 2)? as u8);
     let ssid = hex_flag(s, inv, "-ss", 4)? as u16;
     if ssid == 0 {
-        return s.fail(
-            messages::BAD_VALUE.line(verb, &["-ss", "0000", "0001-FFFF expected"]),
-            exit::SYNTAX,
-        );
+        return s.fail(messages::BAD_VALUE.line(verb, &["-ss", "0000", "0001-FFFF expected"]), exit::SYNTAX);
     }
     let lcutype = match inv.flag("-lcutype") {
         Some("3990-3") => LcuType::T3990_3,
@@ -73,39 +64,19 @@ pub fn mklcu(s: &mut Session, inv: &Invocation) -> Res {
         return s.fail(messages::LSS_RANGE.line(verb, &args), exit::SYNTAX);
     }
     s.banner(inv, Some(&image))?;
-    let objects: Vec<String> = (first.0 as u32..=last)
-        .map(|l| format!("{l:02X}"))
-        .collect();
-    act(
-        s,
-        inv,
-        Request::LcuCreate {
-            image,
-            first,
-            qty,
-            ssid,
-            lcutype,
-        },
-        &objects,
-    )
+    let objects: Vec<String> = (first.0 as u32..=last).map(|l| format!("{l:02X}")).collect();
+    act(s, inv, Request::LcuCreate { image, first, qty, ssid, lcutype }, &objects)
 }
 
 fn fetch(s: &mut Session, verb: &str, image: &ImageId) -> Res<Vec<LssView>> {
-    match s.query(
-        verb,
-        Request::LssList {
-            image: image.clone(),
-        },
-    )? {
+    match s.query(verb, Request::LssList { image: image.clone() })? {
         Reply::Lss(l) => Ok(l),
         other => s.protocol(verb, &other),
     }
 }
 
 fn ssid(v: &LssView) -> String {
-    v.ssid
-        .map(|s| format!("{s:04X}"))
-        .unwrap_or_else(|| "-".into())
+    v.ssid.map(|s| format!("{s:04X}")).unwrap_or_else(|| "-".into())
 }
 
 pub fn lss_report(image: &ImageId, views: &[&LssView], long: bool, full: bool) -> Report {
@@ -115,22 +86,13 @@ pub fn lss_report(image: &ImageId, views: &[&LssView], long: bool, full: bool) -
     }
     let mut r = Report::new("LSS", &cols);
     for v in views {
-        let id = if full {
-            format!("{image}/{}", v.id)
-        } else {
-            v.id.to_string()
-        };
+        let id = if full { format!("{image}/{}", v.id) } else { v.id.to_string() };
         let stg = match v.stgtype {
             StorageType::Fb => "fb",
             StorageType::Ckd => "ckd",
         };
-        let mut row = vec![
-            id,
-            v.id.rankgrp().to_string(),
-            format!("{:X}", v.id.addrgrp()),
-            stg.into(),
-            v.confgvols.to_string(),
-        ];
+        let mut row =
+            vec![id, v.id.rankgrp().to_string(), format!("{:X}", v.id.addrgrp()), stg.into(), v.confgvols.to_string()];
         if long {
             row.push(ssid(v));
         }
@@ -140,24 +102,13 @@ pub fn lss_report(image: &ImageId, views: &[&LssView], long: bool, full: bool) -
 }
 
 pub fn lcu_report(image: &ImageId, views: &[&LssView], long: bool, full: bool) -> Report {
-    let mut cols = vec![
-        "ID",
-        "Group",
-        "addrgrp",
-        "confgvols",
-        "subsys",
-        "conbasetype",
-    ];
+    let mut cols = vec!["ID", "Group", "addrgrp", "confgvols", "subsys", "conbasetype"];
     if long {
         cols.push("pprcconsistgrp");
     }
     let mut r = Report::new("LCU", &cols);
     for v in views {
-        let id = if full {
-            format!("{image}/{}", v.id)
-        } else {
-            v.id.to_string()
-        };
+        let id = if full { format!("{image}/{}", v.id) } else { v.id.to_string() };
         let mut row = vec![
             id,
             v.id.rankgrp().to_string(),
@@ -219,15 +170,7 @@ pub fn rmlcu(s: &mut Session, inv: &Invocation) -> Res {
         if confirmed(s, inv, vec![w.id.to_string()])?.is_empty() {
             continue;
         }
-        let code = act(
-            s,
-            inv,
-            Request::LcuRemove {
-                image: image.clone(),
-                lcus: vec![w.id],
-            },
-            &[w.id.to_string()],
-        )?;
+        let code = act(s, inv, Request::LcuRemove { image: image.clone(), lcus: vec![w.id] }, &[w.id.to_string()])?;
         if code != exit::OK {
             last = code;
         }
@@ -244,13 +187,7 @@ mod tests {
     #[test]
     fn lslss_and_lslcu_rows() {
         let img: ImageId = "IBM.2107-75FA120".parse().unwrap();
-        let fb = LssView {
-            id: LssId(0x10),
-            stgtype: StorageType::Fb,
-            confgvols: 2,
-            ssid: None,
-            lcutype: None,
-        };
+        let fb = LssView { id: LssId(0x10), stgtype: StorageType::Fb, confgvols: 2, ssid: None, lcutype: None };
         let ckd = LssView {
             id: LssId(0x21),
             stgtype: StorageType::Ckd,
@@ -268,9 +205,6 @@ mod tests {
             "ID Group addrgrp stgtype confgvols subsys\n=========================================\n10 0     1       fb      2         -\n21 1     2       ckd     0         2100\n"
         );
         let r = lcu_report(&img, &[&ckd], false, true);
-        assert_eq!(
-            r.rows[0],
-            ["IBM.2107-75FA120/21", "1", "2", "0", "2100", "3990-6"]
-        );
+        assert_eq!(r.rows[0], ["IBM.2107-75FA120/21", "1", "2", "0", "2100", "3990-6"]);
     }
 }

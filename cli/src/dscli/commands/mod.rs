@@ -40,17 +40,8 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Res {
 }
 
 /// Parsed IDs, or the malformed-ID message (exit 2).
-pub fn ids<T>(
-    s: &mut Session,
-    inv: &Invocation,
-    parsed: Result<Vec<Scoped<T>>, IdError>,
-) -> Res<Vec<Scoped<T>>> {
-    parsed.or_else(|e| {
-        s.fail(
-            messages::MALFORMED_ID.line(inv.verb.name, &[&e.token, e.what]),
-            exit::SYNTAX,
-        )
-    })
+pub fn ids<T>(s: &mut Session, inv: &Invocation, parsed: Result<Vec<Scoped<T>>, IdError>) -> Res<Vec<Scoped<T>>> {
+    parsed.or_else(|e| s.fail(messages::MALFORMED_ID.line(inv.verb.name, &[&e.token, e.what]), exit::SYNTAX))
 }
 
 /// The image from fully qualified IDs (at most one) or the usual fallbacks.
@@ -58,30 +49,18 @@ pub fn image_of<T>(s: &mut Session, inv: &Invocation, ids: &[Scoped<T>]) -> Res<
     let from = match super::ids::common_image(ids) {
         Ok(i) => i,
         Err((a, b)) => {
-            return s.fail(
-                messages::IMAGE_CONFLICT.line(inv.verb.name, &[&a.to_string(), &b.to_string()]),
-                exit::SYNTAX,
-            );
+            return s
+                .fail(messages::IMAGE_CONFLICT.line(inv.verb.name, &[&a.to_string(), &b.to_string()]), exit::SYNTAX);
         }
     };
     s.image(inv, from)
 }
 
 /// Refuses LSSs beyond the machine type's range (1750: 00-1F, 2107: 00-FE).
-pub fn check_lss(
-    s: &mut Session,
-    inv: &Invocation,
-    image: &ImageId,
-    lss: impl IntoIterator<Item = LssId>,
-) -> Res<()> {
+pub fn check_lss(s: &mut Session, inv: &Invocation, image: &ImageId, lss: impl IntoIterator<Item = LssId>) -> Res<()> {
     let max = image.machine.max_lss();
     if let Some(bad) = lss.into_iter().find(|l| l.0 > max) {
-        let args = [
-            image.to_string(),
-            bad.to_string(),
-            image.machine.code().to_string(),
-            format!("{max:02X}"),
-        ];
+        let args = [image.to_string(), bad.to_string(), image.machine.code().to_string(), format!("{max:02X}")];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         return s.fail(messages::LSS_RANGE.line(inv.verb.name, &args), exit::SYNTAX);
     }
@@ -93,21 +72,12 @@ pub fn check_lss(
 pub fn print_report(s: &mut Session, inv: &Invocation, report: &Report, show: bool) -> Res {
     let verb = inv.verb.name;
     if report.rows.is_empty() {
-        s.out
-            .line(&messages::NOT_FOUND.line(verb, &[messages::object_name(verb)]))?;
+        s.out.line(&messages::NOT_FOUND.line(verb, &[messages::object_name(verb)]))?;
         return Ok(exit::OK);
     }
     let e = s.effective(inv);
-    let format = if show && e.format == Format::Default {
-        Format::Stanza
-    } else {
-        e.format
-    };
-    let text = report.render(Style {
-        format,
-        delim: e.delim,
-        header: e.header,
-    });
+    let format = if show && e.format == Format::Default { Format::Stanza } else { e.format };
+    let text = report.render(Style { format, delim: e.delim, header: e.header });
     s.out.text(&text)?;
     Ok(exit::OK)
 }
@@ -117,9 +87,7 @@ pub fn outcomes(s: &mut Session, verb: &str, items: &[ItemOutcome]) -> Res {
     let mut last = exit::OK;
     for item in items {
         match &item.result {
-            Ok(()) => s
-                .out
-                .line(&messages::success(verb).line(verb, &[&item.object]))?,
+            Ok(()) => s.out.line(&messages::success(verb).line(verb, &[&item.object]))?,
             Err(e) => {
                 let (line, code) = messages::engine_line(verb, e);
                 s.out.line(&line)?;
@@ -135,33 +103,21 @@ pub fn outcomes(s: &mut Session, verb: &str, items: &[ItemOutcome]) -> Res {
 pub fn as_items(resp: Response, objects: &[String]) -> Result<Vec<ItemOutcome>, String> {
     match resp {
         Response::Ok(flashtrack::control::Reply::Items(items)) => Ok(items),
-        Response::Ok(flashtrack::control::Reply::Done) => Ok(objects
-            .iter()
-            .map(|o| ItemOutcome {
-                object: o.clone(),
-                result: Ok(()),
-            })
-            .collect()),
+        Response::Ok(flashtrack::control::Reply::Done) => {
+            Ok(objects.iter().map(|o| ItemOutcome { object: o.clone(), result: Ok(()) }).collect())
+        }
         Response::Err(mut e) => {
             if e.object.is_empty() {
                 e.object = objects.first().cloned().unwrap_or_default();
             }
-            Ok(vec![ItemOutcome {
-                object: e.object.clone(),
-                result: Err(e),
-            }])
+            Ok(vec![ItemOutcome { object: e.object.clone(), result: Err(e) }])
         }
         Response::Ok(other) => Err(format!("{other:?}")),
     }
 }
 
 /// Sends a multi-object request and prints one line per object.
-pub fn act(
-    s: &mut Session,
-    inv: &Invocation,
-    req: flashtrack::control::Request,
-    objects: &[String],
-) -> Res {
+pub fn act(s: &mut Session, inv: &Invocation, req: flashtrack::control::Request, objects: &[String]) -> Res {
     let verb = inv.verb.name;
     let resp = s.request(verb, req)?;
     match as_items(resp, objects) {

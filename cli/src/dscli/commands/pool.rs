@@ -18,49 +18,21 @@ use std::path::PathBuf;
 
 pub fn mkextpool(s: &mut Session, inv: &Invocation) -> Res {
     let name = inv.ids.join(" ");
-    let rankgrp: u8 = if inv.flag("-rankgrp") == Some("1") {
-        1
-    } else {
-        0
-    };
-    let stgtype = if inv.flag("-stgtype") == Some("ckd") {
-        StorageType::Ckd
-    } else {
-        StorageType::Fb
-    };
+    let rankgrp: u8 = if inv.flag("-rankgrp") == Some("1") { 1 } else { 0 };
+    let stgtype = if inv.flag("-stgtype") == Some("ckd") { StorageType::Ckd } else { StorageType::Fb };
     // A relative path means relative to where dscli runs, not to flashd's directory.
     let path = inv.flag("-path").map(|p| {
         let p = PathBuf::from(p);
-        if p.is_relative() {
-            std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
-        } else {
-            p
-        }
+        if p.is_relative() { std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p) } else { p }
     });
     let none: [Scoped<()>; 0] = [];
     let image = image_of(s, inv, &none)?;
     s.banner(inv, Some(&image))?;
-    act(
-        s,
-        inv,
-        Request::PoolCreate {
-            image,
-            name: name.clone(),
-            rankgrp,
-            stgtype,
-            path,
-        },
-        &[name],
-    )
+    act(s, inv, Request::PoolCreate { image, name: name.clone(), rankgrp, stgtype, path }, &[name])
 }
 
 fn fetch(s: &mut Session, verb: &str, image: &ImageId) -> Res<Vec<PoolView>> {
-    match s.query(
-        verb,
-        Request::PoolList {
-            image: image.clone(),
-        },
-    )? {
+    match s.query(verb, Request::PoolList { image: image.clone() })? {
         Reply::Pools(p) => Ok(p),
         other => s.protocol(verb, &other),
     }
@@ -103,11 +75,7 @@ pub fn report(image: &ImageId, pools: &[&PoolView], long: bool, show: bool, full
     }
     let mut r = Report::new("ExtentPool", &cols);
     for p in pools {
-        let id = if full {
-            format!("{image}/{}", p.record.id)
-        } else {
-            p.record.id.to_string()
-        };
+        let id = if full { format!("{image}/{}", p.record.id) } else { p.record.id.to_string() };
         let mut row = vec![
             p.record.name.clone(),
             id,
@@ -145,11 +113,7 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Res {
         .filter(|p| rg.is_none_or(|g| g == p.record.rankgrp.to_string()))
         .collect();
     pools.sort_by_key(|p| p.record.id);
-    if show
-        && let Some(missing) = wanted
-            .iter()
-            .find(|w| !pools.iter().any(|p| p.record.id == w.id))
-    {
+    if show && let Some(missing) = wanted.iter().find(|w| !pools.iter().any(|p| p.record.id == w.id)) {
         let err = flashtrack::Error::new(flashtrack::ErrorKind::PoolNotFound, missing.id, "");
         let (line, code) = crate::dscli::messages::engine_line(verb, &err);
         s.out.line(&line)?;
@@ -170,15 +134,7 @@ pub fn rmextpool(s: &mut Session, inv: &Invocation) -> Res {
         if confirmed(s, inv, vec![obj.clone()])?.is_empty() {
             continue;
         }
-        let code = act(
-            s,
-            inv,
-            Request::PoolRemove {
-                image: image.clone(),
-                pool: w.id,
-            },
-            &[obj],
-        )?;
+        let code = act(s, inv, Request::PoolRemove { image: image.clone(), pool: w.id }, &[obj])?;
         if code != exit::OK {
             last = code;
         }
@@ -205,10 +161,7 @@ mod tests {
                 name: "P0".into(),
                 rankgrp: 0,
                 stgtype: StorageType::Fb,
-                location: PoolLocation::Directory {
-                    path: "/pools/p0".into(),
-                    created: true,
-                },
+                location: PoolLocation::Directory { path: "/pools/p0".into(), created: true },
             },
             capacity_bytes: 100 << 30,
             available_bytes: 60 << 30,
@@ -223,12 +176,8 @@ mod tests {
             header: true,
         });
         let header = "Name ID stgtype rankgrp status availstor (2^30B) %allocated available reserved numvols";
-        let row =
-            "P0   P0 fb      0       below  60                50         60        0        3";
-        assert_eq!(
-            text,
-            format!("{header}\n{}\n{row}\n", "=".repeat(header.len()))
-        );
+        let row = "P0   P0 fb      0       below  60                50         60        0        3";
+        assert_eq!(text, format!("{header}\n{}\n{row}\n", "=".repeat(header.len())));
         let long = report(&img, &[&p], true, false, false);
         assert_eq!(&long.rows[0][10..], ["50", "/pools/p0"]);
     }

@@ -12,32 +12,13 @@ use flashtrack::control::{ImageView, IoPortView, Reply, Request};
 use flashtrack::id::ImageId;
 
 fn image_ids(s: &mut Session, inv: &Invocation) -> Res<Vec<ImageId>> {
-    let parsed: Result<Vec<Scoped<()>>, _> = inv
-        .ids
-        .iter()
-        .map(|t| {
-            crate::dscli::ids::image(t).map(|i| Scoped {
-                image: Some(i),
-                id: (),
-            })
-        })
-        .collect();
-    Ok(ids(s, inv, parsed)?
-        .into_iter()
-        .filter_map(|x| x.image)
-        .collect())
+    let parsed: Result<Vec<Scoped<()>>, _> =
+        inv.ids.iter().map(|t| crate::dscli::ids::image(t).map(|i| Scoped { image: Some(i), id: () })).collect();
+    Ok(ids(s, inv, parsed)?.into_iter().filter_map(|x| x.image).collect())
 }
 
 pub fn si_report(views: &[&ImageView], long: bool, show: bool) -> Report {
-    let mut cols = vec![
-        "Name",
-        "ID",
-        "Storage Unit",
-        "Model",
-        "WWNN",
-        "State",
-        "ESSNet",
-    ];
+    let mut cols = vec!["Name", "ID", "Storage Unit", "Model", "WWNN", "State", "ESSNet"];
     if long || show {
         cols.extend(["Volume Group", "desc"]);
     }
@@ -71,13 +52,7 @@ pub fn images(s: &mut Session, inv: &Invocation) -> Res {
     let show = verb == "showsi";
     let mut wanted = image_ids(s, inv)?;
     if show {
-        let scoped: Vec<Scoped<()>> = wanted
-            .iter()
-            .map(|i| Scoped {
-                image: Some(i.clone()),
-                id: (),
-            })
-            .collect();
+        let scoped: Vec<Scoped<()>> = wanted.iter().map(|i| Scoped { image: Some(i.clone()), id: () }).collect();
         wanted = vec![image_of(s, inv, &scoped)?];
         s.banner(inv, wanted.first())?;
     } else {
@@ -88,10 +63,7 @@ pub fn images(s: &mut Session, inv: &Invocation) -> Res {
         Reply::Images(l) => l,
         other => return s.protocol(verb, &other),
     };
-    let mut views: Vec<&ImageView> = list
-        .iter()
-        .filter(|v| wanted.is_empty() || wanted.contains(&v.id))
-        .collect();
+    let mut views: Vec<&ImageView> = list.iter().filter(|v| wanted.is_empty() || wanted.contains(&v.id)).collect();
     views.sort_by(|a, b| a.id.cmp(&b.id));
     if show && views.is_empty() {
         let err = flashtrack::Error::new(flashtrack::ErrorKind::ImageNotFound, &wanted[0], "");
@@ -105,10 +77,7 @@ pub fn images(s: &mut Session, inv: &Invocation) -> Res {
 }
 
 pub fn ioport_report(views: &[&IoPortView]) -> Report {
-    let mut r = Report::new(
-        "IOPort",
-        &["ID", "WWPN", "State", "Type", "topo", "portgrp"],
-    );
+    let mut r = Report::new("IOPort", &["ID", "WWPN", "State", "Type", "topo", "portgrp"]);
     for p in views {
         r.push(vec![
             p.id.clone(),
@@ -132,10 +101,7 @@ pub fn ioports(s: &mut Session, inv: &Invocation) -> Res {
         other => return s.protocol(verb, &other),
     };
     let wanted: Vec<String> = inv.ids.iter().map(|i| i.to_ascii_uppercase()).collect();
-    let views: Vec<&IoPortView> = list
-        .iter()
-        .filter(|p| wanted.is_empty() || wanted.contains(&p.id))
-        .collect();
+    let views: Vec<&IoPortView> = list.iter().filter(|p| wanted.is_empty() || wanted.contains(&p.id)).collect();
     let r = ioport_report(&views);
     let r = if inv.has("-s") { r.short("ID") } else { r };
     print_report(s, inv, &r, false)
@@ -149,17 +115,8 @@ pub fn ver(s: &mut Session, inv: &Invocation) -> Res {
     }
     let hello = s.hello(inv.verb.name)?;
     let mut r = Report::new("Version", &["DSCLI", "flashd", "protocol", "io backend"]);
-    r.push(vec![
-        VERSION.into(),
-        hello.daemon_version,
-        hello.protocol.to_string(),
-        hello.io_backend,
-    ]);
-    s.out.text(&r.render(Style {
-        format: Format::Stanza,
-        delim: ',',
-        header: true,
-    }))?;
+    r.push(vec![VERSION.into(), hello.daemon_version, hello.protocol.to_string(), hello.io_backend]);
+    s.out.text(&r.render(Style { format: Format::Stanza, delim: ',', header: true }))?;
     Ok(exit::OK)
 }
 
@@ -183,24 +140,14 @@ mod tests {
             volumes: 0,
         };
         let r = si_report(&[&v], true, false);
-        assert_eq!(
-            r.columns.join("|"),
-            "Name|ID|Storage Unit|Model|WWNN|State|ESSNet|Volume Group|desc"
-        );
-        assert_eq!(
-            r.rows[0].join("|"),
-            "-|IBM.2107-75FA121|IBM.2107-75FA120|961|5005076303FFC123|Online|Enabled|-|-"
-        );
+        assert_eq!(r.columns.join("|"), "Name|ID|Storage Unit|Model|WWNN|State|ESSNet|Volume Group|desc");
+        assert_eq!(r.rows[0].join("|"), "-|IBM.2107-75FA121|IBM.2107-75FA120|961|5005076303FFC123|Online|Enabled|-|-");
         let p = IoPortView {
             id: "I0000".into(),
             wwpn: "50050763080011AB".into(),
             state: "Communication established".into(),
         };
-        let text = ioport_report(&[&p]).render(Style {
-            format: Format::Default,
-            delim: ',',
-            header: true,
-        });
+        let text = ioport_report(&[&p]).render(Style { format: Format::Default, delim: ',', header: true });
         assert_eq!(
             text,
             "ID    WWPN             State                     Type             topo     portgrp\n\

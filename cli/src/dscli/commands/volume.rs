@@ -21,18 +21,12 @@ const CKD_EXTENT_CYL: u64 = 1113;
 const NAME_MAX: usize = 16;
 
 fn stgtype(inv: &Invocation) -> StorageType {
-    if inv.verb.name.contains("ckd") {
-        StorageType::Ckd
-    } else {
-        StorageType::Fb
-    }
+    if inv.verb.name.contains("ckd") { StorageType::Ckd } else { StorageType::Fb }
 }
 
 /// `#h` / `#d` replaced by the volume ID in hex / decimal.
 pub fn volume_name(pattern: &str, id: VolumeId) -> String {
-    pattern
-        .replace("#h", &id.to_string())
-        .replace("#d", &id.0.to_string())
+    pattern.replace("#h", &id.to_string()).replace("#d", &id.0.to_string())
 }
 
 fn number(s: &mut Session, inv: &Invocation, flag: &str) -> Res<Option<u64>> {
@@ -41,10 +35,7 @@ fn number(s: &mut Session, inv: &Invocation, flag: &str) -> Res<Option<u64>> {
     };
     match v.parse::<u64>() {
         Ok(n) => Ok(Some(n)),
-        Err(_) => s.fail(
-            messages::BAD_VALUE.line(inv.verb.name, &[flag, v, "a whole number expected"]),
-            exit::SYNTAX,
-        ),
+        Err(_) => s.fail(messages::BAD_VALUE.line(inv.verb.name, &[flag, v, "a whole number expected"]), exit::SYNTAX),
     }
 }
 
@@ -55,28 +46,15 @@ fn names(s: &mut Session, inv: &Invocation, vols: &[VolumeId]) -> Res<Option<Vec
     };
     let names: Vec<String> = vols.iter().map(|v| volume_name(pattern, *v)).collect();
     if let Some(long) = names.iter().find(|n| n.chars().count() > NAME_MAX) {
-        return s.fail(
-            messages::NAME_TOO_LONG.line(inv.verb.name, &[long]),
-            exit::SYNTAX,
-        );
+        return s.fail(messages::NAME_TOO_LONG.line(inv.verb.name, &[long]), exit::SYNTAX);
     }
     Ok(Some(names))
 }
 
 /// Volume IDs plus the image they live on, LSS range checked.
-fn targets(
-    s: &mut Session,
-    inv: &Invocation,
-    extra: Option<Scoped<()>>,
-) -> Res<(ImageId, Vec<VolumeId>)> {
+fn targets(s: &mut Session, inv: &Invocation, extra: Option<Scoped<()>>) -> Res<(ImageId, Vec<VolumeId>)> {
     let vols = ids(s, inv, idp::volumes(&inv.ids))?;
-    let mut scoped: Vec<Scoped<()>> = vols
-        .iter()
-        .map(|v| Scoped {
-            image: v.image.clone(),
-            id: (),
-        })
-        .collect();
+    let mut scoped: Vec<Scoped<()>> = vols.iter().map(|v| Scoped { image: v.image.clone(), id: () }).collect();
     scoped.extend(extra);
     let image = image_of(s, inv, &scoped)?;
     let list: Vec<VolumeId> = vols.into_iter().map(|v| v.id).collect();
@@ -105,63 +83,28 @@ pub fn make(s: &mut Session, inv: &Invocation) -> Res {
             Capacity::Fb { cap, captype }
         }
         StorageType::Ckd => {
-            let max = if inv.flag("-datatype") == Some("3390-a") {
-                CKD_MAX_CYLINDERS
-            } else {
-                CKD_3390_MAX_CYLINDERS
-            };
+            let max = if inv.flag("-datatype") == Some("3390-a") { CKD_MAX_CYLINDERS } else { CKD_3390_MAX_CYLINDERS };
             if cap > max {
                 let why = format!("at most {max} cylinders for this -datatype");
-                return s.fail(
-                    messages::BAD_VALUE.line(verb, &["-cap", &cap.to_string(), &why]),
-                    exit::SYNTAX,
-                );
+                return s.fail(messages::BAD_VALUE.line(verb, &["-cap", &cap.to_string(), &why]), exit::SYNTAX);
             }
             Capacity::Ckd { cylinders: cap }
         }
     };
-    let sam = if inv.flag("-sam") == Some("ese") {
-        Sam::Ese
-    } else {
-        Sam::Standard
-    };
-    let extra = Scoped {
-        image: pool.image.clone(),
-        id: (),
-    };
+    let sam = if inv.flag("-sam") == Some("ese") { Sam::Ese } else { Sam::Standard };
+    let extra = Scoped { image: pool.image.clone(), id: () };
     let (image, vols) = targets(s, inv, Some(extra))?;
     let names = names(s, inv, &vols)?;
     s.banner(inv, Some(&image))?;
-    let volumes: Vec<(VolumeId, String)> = vols
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (*v, names.as_ref().map(|n| n[i].clone()).unwrap_or_default()))
-        .collect();
+    let volumes: Vec<(VolumeId, String)> =
+        vols.iter().enumerate().map(|(i, v)| (*v, names.as_ref().map(|n| n[i].clone()).unwrap_or_default())).collect();
     let objects: Vec<String> = vols.iter().map(VolumeId::to_string).collect();
-    let spec = VolumeSpec {
-        pool: pool.id,
-        capacity,
-        sam,
-    };
-    act(
-        s,
-        inv,
-        Request::VolumeCreate {
-            image,
-            spec,
-            volumes,
-        },
-        &objects,
-    )
+    let spec = VolumeSpec { pool: pool.id, capacity, sam };
+    act(s, inv, Request::VolumeCreate { image, spec, volumes }, &objects)
 }
 
 fn fetch(s: &mut Session, verb: &str, image: &ImageId) -> Res<Vec<VolumeView>> {
-    match s.query(
-        verb,
-        Request::VolumeList {
-            image: image.clone(),
-        },
-    )? {
+    match s.query(verb, Request::VolumeList { image: image.clone() })? {
         Reply::Volumes(v) => Ok(v),
         other => s.protocol(verb, &other),
     }
@@ -172,18 +115,12 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Res {
     let show = verb.starts_with("show");
     let kind = stgtype(inv);
     let pool = pool_flag(s, inv, "-extpool")?;
-    let lss_flag = inv
-        .flag("-lss")
-        .or(inv.flag("-lcu"))
-        .map(|l| vec![l.to_string()]);
+    let lss_flag = inv.flag("-lss").or(inv.flag("-lcu")).map(|l| vec![l.to_string()]);
     let lss_filter = match &lss_flag {
         Some(t) => Some(ids(s, inv, idp::lss(t, "LSS"))?),
         None => None,
     };
-    let extra = pool.as_ref().map(|p| Scoped {
-        image: p.image.clone(),
-        id: (),
-    });
+    let extra = pool.as_ref().map(|p| Scoped { image: p.image.clone(), id: () });
     let (image, wanted) = targets(s, inv, extra)?;
     if let Some(l) = &lss_filter {
         check_lss(s, inv, &image, l.iter().map(|x| x.id))?;
@@ -195,18 +132,10 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Res {
         .filter(|v| v.record.stgtype() == kind)
         .filter(|v| wanted.is_empty() || wanted.contains(&v.record.id))
         .filter(|v| pool.as_ref().is_none_or(|p| p.id == v.record.pool))
-        .filter(|v| {
-            lss_filter
-                .as_ref()
-                .is_none_or(|l| l.iter().any(|x| x.id == v.record.id.lss()))
-        })
+        .filter(|v| lss_filter.as_ref().is_none_or(|l| l.iter().any(|x| x.id == v.record.id.lss())))
         .collect();
     views.sort_by_key(|v| v.record.id);
-    if show
-        && let Some(missing) = wanted
-            .iter()
-            .find(|w| !views.iter().any(|v| v.record.id == **w))
-    {
+    if show && let Some(missing) = wanted.iter().find(|w| !views.iter().any(|v| v.record.id == **w)) {
         let err = flashtrack::Error::new(flashtrack::ErrorKind::VolumeNotFound, missing, "");
         let (line, code) = messages::engine_line(verb, &err);
         s.out.line(&line)?;
@@ -219,20 +148,12 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Res {
         (StorageType::Ckd, false) => ckd_report(&image, &views, inv.has("-l"), fullid),
         (StorageType::Ckd, true) => ckd_show(&image, &views, fullid),
     };
-    let report = if inv.has("-s") {
-        report.short("ID")
-    } else {
-        report
-    };
+    let report = if inv.has("-s") { report.short("ID") } else { report };
     print_report(s, inv, &report, show)
 }
 
 fn qualify(image: &ImageId, id: impl ToString, full: bool) -> String {
-    if full {
-        format!("{image}/{}", id.to_string())
-    } else {
-        id.to_string()
-    }
+    if full { format!("{image}/{}", id.to_string()) } else { id.to_string() }
 }
 
 fn fb_mtm(image: &ImageId) -> &'static str {
@@ -458,11 +379,7 @@ pub fn ckd_show(image: &ImageId, views: &[&VolumeView], full: bool) -> Report {
             "Normal".into(),
             ckd_mtm(cyl).into(),
             "-".into(),
-            if cyl > CKD_3390_MAX_CYLINDERS {
-                "3390-A".into()
-            } else {
-                "3390".into()
-            },
+            if cyl > CKD_3390_MAX_CYLINDERS { "3390-A".into() } else { "3390".into() },
             "CKD Base".into(),
             "-".into(),
             format!("{:X}", v.record.id.lss().addrgrp()),
@@ -480,10 +397,7 @@ pub fn ckd_show(image: &ImageId, views: &[&VolumeView], full: bool) -> Report {
 pub fn change(s: &mut Session, inv: &Invocation) -> Res {
     let verb = inv.verb.name;
     if !inv.has("-name") && !inv.has("-cap") {
-        return s.fail(
-            messages::MISSING_FLAG.line(verb, &["-name or -cap"]),
-            exit::SYNTAX,
-        );
+        return s.fail(messages::MISSING_FLAG.line(verb, &["-name or -cap"]), exit::SYNTAX);
     }
     let cap = number(s, inv, "-cap")?;
     let (image, vols) = targets(s, inv, None)?;
@@ -514,19 +428,10 @@ pub fn change(s: &mut Session, inv: &Invocation) -> Res {
             }
         });
         let name = names.as_ref().map(|n| n[i].clone());
-        let req = Request::VolumeChange {
-            image: image.clone(),
-            volume: *vol,
-            name,
-            grow,
-        };
+        let req = Request::VolumeChange { image: image.clone(), volume: *vol, name, grow };
         let resp = s.request(verb, req)?;
-        let items = super::as_items(resp, &[vol.to_string()]).unwrap_or_else(|what| {
-            vec![ItemOutcome {
-                object: vol.to_string(),
-                result: Err(protocol_error(&what)),
-            }]
-        });
+        let items = super::as_items(resp, &[vol.to_string()])
+            .unwrap_or_else(|what| vec![ItemOutcome { object: vol.to_string(), result: Err(protocol_error(&what)) }]);
         let code = outcomes(s, verb, &items)?;
         if code != exit::OK {
             last = code;
@@ -536,11 +441,7 @@ pub fn change(s: &mut Session, inv: &Invocation) -> Res {
 }
 
 fn protocol_error(what: &str) -> flashtrack::Error {
-    flashtrack::Error::new(
-        flashtrack::ErrorKind::Unsupported,
-        "",
-        format!("unexpected reply {what}"),
-    )
+    flashtrack::Error::new(flashtrack::ErrorKind::Unsupported, "", format!("unexpected reply {what}"))
 }
 
 pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
@@ -549,16 +450,7 @@ pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
     let safe = inv.has("-safe");
     if inv.has("-quiet") {
         let objects: Vec<String> = vols.iter().map(VolumeId::to_string).collect();
-        return act(
-            s,
-            inv,
-            Request::VolumeRemove {
-                image,
-                volumes: vols,
-                safe,
-            },
-            &objects,
-        );
+        return act(s, inv, Request::VolumeRemove { image, volumes: vols, safe }, &objects);
     }
     // Ask, then act, object by object (as DS CLI does).
     let mut last = exit::OK;
@@ -566,11 +458,7 @@ pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
         if confirmed(s, inv, vec![vol.to_string()])?.is_empty() {
             continue;
         }
-        let req = Request::VolumeRemove {
-            image: image.clone(),
-            volumes: vec![vol],
-            safe,
-        };
+        let req = Request::VolumeRemove { image: image.clone(), volumes: vec![vol], safe };
         let code = act(s, inv, req, &[vol.to_string()])?;
         if code != exit::OK {
             last = code;
@@ -613,34 +501,11 @@ mod tests {
     #[test]
     fn lsfbvol_columns_exact() {
         let img: ImageId = "IBM.2107-75FA120".parse().unwrap();
-        let a = view(
-            0x1000,
-            "vol_1000",
-            Geometry::Fb {
-                blocks: CapType::Ds.blocks(10).unwrap(),
-            },
-            Some(CapType::Ds),
-        );
-        let b = view(
-            0x1001,
-            "",
-            Geometry::Fb {
-                blocks: CapType::Ess.blocks(2).unwrap(),
-            },
-            Some(CapType::Ess),
-        );
-        let c = view(
-            0x1002,
-            "b",
-            Geometry::Fb { blocks: 200 },
-            Some(CapType::Blocks),
-        );
+        let a = view(0x1000, "vol_1000", Geometry::Fb { blocks: CapType::Ds.blocks(10).unwrap() }, Some(CapType::Ds));
+        let b = view(0x1001, "", Geometry::Fb { blocks: CapType::Ess.blocks(2).unwrap() }, Some(CapType::Ess));
+        let c = view(0x1002, "b", Geometry::Fb { blocks: 200 }, Some(CapType::Blocks));
         let r = fb_report(&img, &[&a, &b, &c], false, false);
-        let text = r.render(Style {
-            format: Format::Default,
-            delim: ',',
-            header: true,
-        });
+        let text = r.render(Style { format: Format::Default, delim: ',', header: true });
         assert_eq!(
             text,
             "Name     ID   accstate datastate configstate deviceMTM datatype extpool cap (2^30B) cap (10^9B) cap (blocks)\n\
@@ -665,13 +530,7 @@ mod tests {
         let img: ImageId = "IBM.1750-68FA120".parse().unwrap();
         let v = view(0x0100, "ckd", Geometry::Ckd { cylinders: 10017 }, None);
         let r = ckd_report(&img, &[&v], false, false);
-        assert_eq!(
-            r.rows[0],
-            [
-                "ckd", "0100", "Online", "Normal", "Normal", "3390-9", "CKD Base", "-", "P0",
-                "10017"
-            ]
-        );
+        assert_eq!(r.rows[0], ["ckd", "0100", "Online", "Normal", "Normal", "3390-9", "CKD Base", "-", "P0", "10017"]);
         assert_eq!(fb_mtm(&img), "1750-500");
         let show = ckd_show(&img, &[&v], false);
         assert_eq!(show.rows[0][12], "9"); // 10017 cylinders = 9 extents of 1113

@@ -404,13 +404,15 @@ pub fn change(s: &mut Session, inv: &Invocation) -> Res {
     let names = names(s, inv, &vols)?;
     s.banner(inv, Some(&image))?;
     // FB growth is in the volume's own units: take them from -type or the volume.
-    let current = if cap.is_some() && stgtype(inv) == StorageType::Fb && !inv.has("-type") {
-        fetch(s, verb, &image)?
-    } else {
-        Vec::new()
-    };
+    let current = fetch(s, verb, &image)?;
+    let kind = stgtype(inv);
+    let other: Vec<VolumeId> = current.iter().filter(|v| v.record.stgtype() != kind).map(|v| v.record.id).collect();
     let mut last = exit::OK;
     for (i, vol) in vols.iter().enumerate() {
+        if other.contains(vol) {
+            last = not_this_family(s, inv, *vol)?;
+            continue;
+        }
         let grow = cap.map(|c| match stgtype(inv) {
             StorageType::Ckd => Capacity::Ckd { cylinders: c },
             StorageType::Fb => {
@@ -444,22 +446,37 @@ fn protocol_error(what: &str) -> flashtrack::Error {
     flashtrack::Error::new(flashtrack::ErrorKind::Unsupported, "", format!("unexpected reply {what}"))
 }
 
+/// Volumes that exist with the other storage type: flashd removes or changes whatever the
+/// ID names, so the verb's family is checked here (rmfbvol must not delete a CKD volume).
+fn other_family(s: &mut Session, inv: &Invocation, image: &ImageId) -> Res<Vec<VolumeId>> {
+    let kind = stgtype(inv);
+    let all = fetch(s, inv.verb.name, image)?;
+    Ok(all.iter().filter(|v| v.record.stgtype() != kind).map(|v| v.record.id).collect())
+}
+
+fn not_this_family(s: &mut Session, inv: &Invocation, vol: VolumeId) -> Res {
+    let err = flashtrack::Error::new(flashtrack::ErrorKind::VolumeNotFound, vol, "");
+    let (line, code) = messages::engine_line(inv.verb.name, &err);
+    s.out.line(&line)?;
+    Ok(code)
+}
+
 pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
     let (image, vols) = targets(s, inv, None)?;
     s.banner(inv, Some(&image))?;
     let safe = inv.has("-safe");
-    if inv.has("-quiet") {
-        let objects: Vec<String> = vols.iter().map(VolumeId::to_string).collect();
-        return act(s, inv, Request::VolumeRemove { image, volumes: vols, safe }, &objects);
-    }
-    // Ask, then act, object by object (as DS CLI does).
+    let other = other_family(s, inv, &image)?;
+    // Object by object, in input order: ask (unless -quiet), then act.
     let mut last = exit::OK;
     for vol in vols {
-        if confirmed(s, inv, vec![vol.to_string()])?.is_empty() {
+        let code = if other.contains(&vol) {
+            not_this_family(s, inv, vol)?
+        } else if confirmed(s, inv, vec![vol.to_string()])?.is_empty() {
             continue;
-        }
-        let req = Request::VolumeRemove { image: image.clone(), volumes: vec![vol], safe };
-        let code = act(s, inv, req, &[vol.to_string()])?;
+        } else {
+            let req = Request::VolumeRemove { image: image.clone(), volumes: vec![vol], safe };
+            act(s, inv, req, &[vol.to_string()])?
+        };
         if code != exit::OK {
             last = code;
         }

@@ -143,6 +143,9 @@ impl Session {
         if inv.stdin_ids {
             let rest = self.input.rest();
             inv.ids.extend(rest.split_whitespace().map(String::from));
+            if inv.ids.is_empty() {
+                return self.syntax(verb.name, SyntaxError::new(messages::MISSING_IDS, &[]));
+            }
         }
         match commands::run(self, &inv) {
             Ok(code) | Err(Stop::Code(code)) => {

@@ -1,1 +1,4 @@
+//! The `flashtrack-cli` package: binaries are thin wrappers over these modules.
+#![forbid(unsafe_code)]
 
+pub mod dscli;

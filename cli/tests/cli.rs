@@ -1,8 +1,6 @@
-//! The cli crate's one integration test binary.
+//! The cli package's one integration test binary; each module is one area.
 
-#[path = "cli/daemon_e2e.rs"]
 mod daemon_e2e;
-#[path = "cli/killnine.rs"]
+mod golden;
 mod killnine;
-#[path = "cli/site_proc.rs"]
 mod site_proc;

@@ -1,0 +1,280 @@
+//! THE table of every message `dscli` prints: CMUC (client) and CMUN (server-side) IDs, texts
+//! and exit codes. Nothing else in the crate spells a message ID.
+//!
+//! Sources: IDs and texts tagged [C] in dscli-spec.md §1.8 are IBM's; those tagged [R] are
+//! recalled or chosen here and are easy to correct in this one file.
+//!
+//! Simulator ranges (not IBM's, documented as ours):
+//! * `CMUC90001E`..`CMUC90099E`: client-side syntax and profile problems (exit 2 or 6);
+//! * `CMUN90001E`..`CMUN90099E`: rejections by flashd, one per engine `ErrorKind` (exit 4,
+//!   except the few connection-like kinds, exit 3).
+//!
+//! Every message, errors included, goes to stdout as IBM's do; the exit code tells success
+//! from failure, and a successful command writes nothing to stderr.
+
+use flashtrack::ErrorKind;
+
+/// Exit codes of DS CLI (dscli-spec.md §1.7 [C]).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const SYNTAX: u8 = 2;
+    pub const CONNECTION: u8 = 3;
+    pub const SERVER: u8 = 4;
+    pub const AUTH: u8 = 5;
+    pub const APPLICATION: u8 = 6;
+}
+
+/// A message: ID and a text pattern whose `{0}`, `{1}` are filled in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message {
+    pub id: &'static str,
+    pub text: &'static str,
+}
+
+impl Message {
+    /// `ID verb: text` with the placeholders filled.
+    pub fn line(&self, verb: &str, args: &[&str]) -> String {
+        let mut text = self.text.to_string();
+        for (i, a) in args.iter().enumerate() {
+            text = text.replace(&format!("{{{i}}}"), a);
+        }
+        format!("{} {}: {}", self.id, verb, text)
+    }
+}
+
+const fn m(id: &'static str, text: &'static str) -> Message {
+    Message { id, text }
+}
+
+/// `CMUC00234I <cmd>: No <object> found.` [C for lsfbvol/lsflash/lspprc; R for the others].
+pub const NOT_FOUND: Message = m("CMUC00234I", "No {0} found.");
+/// Connection failure [C-low: ansible-collector quotes this ID and text].
+pub const CONNECT_FAILED: Message = m("CMUN00018E", "Unable to connect to the management console server {0}: {1}");
+
+/// What a list/show command calls its objects in the not-found line.
+pub const OBJECT_NAMES: &[(&str, &str)] = &[
+    ("lsfbvol", "FB Volume"),       // [C]
+    ("showfbvol", "FB Volume"),     // [R]
+    ("lsckdvol", "CKD Volume"),     // [R]
+    ("showckdvol", "CKD Volume"),   // [R]
+    ("lsextpool", "Extent Pool"),   // [R]
+    ("showextpool", "Extent Pool"), // [R]
+    ("lslss", "LSS"),               // [R]
+    ("lslcu", "LCU"),               // [R]
+    ("lssi", "Storage Image"),      // [R]
+    ("showsi", "Storage Image"),    // [R]
+    ("lsioport", "IO Port"),        // [R]
+];
+
+/// Action messages per verb: (verb, success, confirmation prompt for rm verbs).
+/// `{0}` is the object ID. All [R] except where the spec says otherwise.
+pub const ACTIONS: &[(&str, Message, Option<Message>)] = &[
+    ("mkfbvol", m("CMUC00025I", "FB volume {0} successfully created."), None),
+    ("chfbvol", m("CMUC00026I", "FB volume {0} successfully modified."), None),
+    (
+        "rmfbvol",
+        m("CMUC00028I", "FB volume {0} successfully deleted."),
+        Some(m("CMUC00027W", "Are you sure you want to delete FB volume {0}? [y/n]:")),
+    ),
+    ("mkckdvol", m("CMUC00021I", "CKD Volume {0} successfully created."), None),
+    ("chckdvol", m("CMUC00022I", "CKD Volume {0} successfully modified."), None),
+    (
+        "rmckdvol",
+        m("CMUC00024I", "CKD volume {0} successfully deleted."),
+        Some(m("CMUC00023W", "Are you sure you want to delete CKD volume {0}? [y/n]:")),
+    ),
+    ("mklcu", m("CMUC00017I", "LCU {0} successfully created."), None),
+    (
+        "rmlcu",
+        // [R] chosen next to mklcu's ID.
+        m("CMUC00019I", "LCU {0} successfully deleted."),
+        Some(m("CMUC00018W", "Are you sure you want to delete LCU {0}? [y/n]:")),
+    ),
+    ("mkextpool", m("CMUC00000I", "Extent pool {0} successfully created."), None),
+    (
+        "rmextpool",
+        m("CMUC00002I", "Extent pool {0} successfully deleted."),
+        Some(m("CMUC00001W", "Are you sure you want to delete extent pool {0}? [y/n]:")),
+    ),
+];
+
+/// Success message of an action verb.
+pub fn success(verb: &str) -> Message {
+    ACTIONS.iter().find(|a| a.0 == verb).map(|a| a.1).expect("every action verb is in ACTIONS")
+}
+
+/// Confirmation prompt of an rm verb.
+pub fn confirm(verb: &str) -> Option<Message> {
+    ACTIONS.iter().find(|a| a.0 == verb).and_then(|a| a.2)
+}
+
+/// Object name for the not-found line.
+pub fn object_name(verb: &str) -> &'static str {
+    OBJECT_NAMES.iter().find(|o| o.0 == verb).map(|o| o.1).unwrap_or("object")
+}
+
+// Client-side syntax problems (simulator range, exit 2 unless noted).
+pub const UNKNOWN_COMMAND: Message = m("CMUC90001E", "Unknown command {0}. Enter help for the list of commands.");
+pub const UNKNOWN_FLAG: Message = m("CMUC90002E", "Unknown flag {0}.");
+pub const FLAG_NO_VALUE: Message = m("CMUC90003E", "The flag {0} needs a value.");
+pub const BAD_ENUM: Message = m("CMUC90004E", "Invalid value {1} for {0}; expected {2}.");
+pub const BAD_VALUE: Message = m("CMUC90005E", "Invalid value {1} for {0}: {2}.");
+pub const MISSING_FLAG: Message = m("CMUC90006E", "The flag {0} is required.");
+pub const SHORT_AND_LONG: Message = m("CMUC90007E", "You cannot use the -l and the -s parameters together.");
+pub const MALFORMED_ID: Message = m("CMUC90008E", "{0} is not a valid {1} ID.");
+pub const LSS_RANGE: Message = m("CMUC90009E", "{0}: LSS {1} is out of range for machine type {2} (00-{3}).");
+pub const STDIN_INTERACTIVE: Message =
+    m("CMUC90010E", "The - (read IDs from standard input) cannot be used in interactive mode.");
+pub const MISSING_IDS: Message = m("CMUC90011E", "An object ID is required.");
+pub const UNEXPECTED_IDS: Message = m("CMUC90012E", "This command takes no object ID: {0}.");
+pub const QUOTE: Message = m("CMUC90013E", "Unterminated quote in {0}.");
+pub const NO_IMAGE: Message =
+    m("CMUC90014E", "No storage image given: use -dev, devid or a fully qualified ID ({0} images known).");
+pub const IMAGE_CONFLICT: Message = m("CMUC90015E", "The IDs name more than one storage image: {0} and {1}.");
+pub const NAME_TOO_LONG: Message = m("CMUC90016E", "The name {0} is longer than 16 characters.");
+pub const BAD_GLOBAL: Message = m("CMUC90017E", "Invalid dscli option {0}.");
+/// Profile problems (exit 6).
+pub const PROFILE: Message = m("CMUC90020E", "Profile {0} line {1}: {2}");
+/// Unreadable script or profile (exit 6).
+pub const UNREADABLE: Message = m("CMUC90021E", "Cannot read {0}: {1}");
+/// The daemon answered something the request did not ask for (exit 3).
+pub const PROTOCOL: Message = m("CMUN90098E", "Unexpected reply from flashd: {0}");
+
+/// One row of the engine error table.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineMessage {
+    pub kind: ErrorKind,
+    pub id: &'static str,
+    pub text: &'static str,
+    pub exit: u8,
+    /// Append the engine's detail (it may name paths: keep it off for kinds the goldens hit).
+    pub detail: bool,
+}
+
+const fn e(kind: ErrorKind, id: &'static str, text: &'static str, exit: u8, detail: bool) -> EngineMessage {
+    EngineMessage { kind, id, text, exit, detail }
+}
+
+/// Every engine `ErrorKind`: `CMUNxxxxxE <verb>: <object>: <text>`.
+pub const ENGINE: &[EngineMessage] = &[
+    e(ErrorKind::InvalidArgument, "CMUN90001E", "Invalid argument.", exit::SERVER, true),
+    e(ErrorKind::ImageNotFound, "CMUN90002E", "The storage image does not exist.", exit::SERVER, false),
+    e(ErrorKind::ImageExists, "CMUN90003E", "The storage image already exists.", exit::SERVER, false),
+    e(ErrorKind::ImageHasVolumes, "CMUN90004E", "The storage image still holds volumes.", exit::SERVER, false),
+    e(ErrorKind::PoolNotFound, "CMUN90005E", "The extent pool does not exist.", exit::SERVER, false),
+    e(ErrorKind::PoolExists, "CMUN90006E", "The extent pool already exists.", exit::SERVER, false),
+    e(ErrorKind::PoolHasVolumes, "CMUN90007E", "The extent pool still holds volumes.", exit::SERVER, false),
+    e(ErrorKind::PoolTypeMismatch, "CMUN90008E", "The extent pool has the wrong storage type.", exit::SERVER, false),
+    e(
+        ErrorKind::PoolRankGroupMismatch,
+        "CMUN90009E",
+        "The rank group of the extent pool does not match the LSS.",
+        exit::SERVER,
+        false,
+    ),
+    e(ErrorKind::PoolPathInvalid, "CMUN90010E", "The extent pool path cannot be used.", exit::SERVER, true),
+    e(ErrorKind::LssOutOfRange, "CMUN90011E", "The LSS is out of range for this machine type.", exit::SERVER, false),
+    e(
+        ErrorKind::AddressGroupType,
+        "CMUN90012E",
+        "FB and CKD volumes cannot share an address group.",
+        exit::SERVER,
+        false,
+    ),
+    e(ErrorKind::LcuNotFound, "CMUN90013E", "The LCU does not exist.", exit::SERVER, false),
+    e(ErrorKind::LcuExists, "CMUN90014E", "The LCU already exists.", exit::SERVER, false),
+    e(ErrorKind::LcuHasVolumes, "CMUN90015E", "The LCU still holds volumes.", exit::SERVER, false),
+    e(ErrorKind::VolumeNotFound, "CMUN90016E", "The volume does not exist.", exit::SERVER, false),
+    e(ErrorKind::VolumeExists, "CMUN90017E", "The volume already exists.", exit::SERVER, false),
+    e(ErrorKind::VolumeInUse, "CMUN90018E", "The volume is in use.", exit::SERVER, false),
+    e(ErrorKind::CapacityZero, "CMUN90019E", "The capacity must be greater than 0.", exit::SERVER, false),
+    e(
+        ErrorKind::CapacityTooLarge,
+        "CMUN90020E",
+        "The capacity exceeds what the extent pool can hold.",
+        exit::SERVER,
+        false,
+    ),
+    e(ErrorKind::ShrinkNotAllowed, "CMUN90021E", "A volume cannot be made smaller.", exit::SERVER, false),
+    e(ErrorKind::DeviceInUse, "CMUN90022E", "The device is in use.", exit::SERVER, true),
+    e(ErrorKind::DeviceMounted, "CMUN90023E", "The device holds a mounted file system.", exit::SERVER, true),
+    e(ErrorKind::HomeLocked, "CMUN90024E", "The site home is owned by another flashd.", exit::CONNECTION, true),
+    e(ErrorKind::DaemonRunning, "CMUN90025E", "A flashd runs on this site home.", exit::CONNECTION, true),
+    e(ErrorKind::VersionMismatch, "CMUN90026E", "Client and server versions differ.", exit::CONNECTION, true),
+    e(ErrorKind::Corrupt, "CMUN90027E", "Metadata failed validation.", exit::SERVER, true),
+    e(ErrorKind::Unsupported, "CMUN90028E", "The operation is not supported.", exit::SERVER, true),
+    e(ErrorKind::NoSpace, "CMUN90029E", "No space left.", exit::SERVER, false),
+    e(ErrorKind::Io, "CMUN90030E", "I/O error.", exit::SERVER, true),
+    e(ErrorKind::ShuttingDown, "CMUN90031E", "The server is shutting down.", exit::CONNECTION, false),
+];
+
+/// For kinds a newer engine adds before this table learns them.
+pub const ENGINE_FALLBACK: EngineMessage =
+    e(ErrorKind::InvalidArgument, "CMUN90099E", "The server rejected the request.", exit::SERVER, true);
+
+pub fn engine(kind: ErrorKind) -> &'static EngineMessage {
+    ENGINE.iter().find(|m| m.kind == kind).unwrap_or(&ENGINE_FALLBACK)
+}
+
+/// The message line and exit code for an engine error about `object`.
+pub fn engine_line(verb: &str, err: &flashtrack::Error) -> (String, u8) {
+    let msg = engine(err.kind);
+    let mut text = msg.text.to_string();
+    if msg.detail && !err.detail.is_empty() {
+        text = format!("{} {}", text.trim_end_matches('.'), format_args!("({})", err.detail));
+        text.push('.');
+    }
+    let line = if err.object.is_empty() {
+        format!("{} {verb}: {text}", msg.id)
+    } else {
+        format!("{} {verb}: {}: {text}", msg.id, err.object)
+    };
+    (line, msg.exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant named in engine/src/error.rs has its own row (not the fallback).
+    #[test]
+    fn every_error_kind_is_mapped() {
+        let src = include_str!("../../../engine/src/error.rs");
+        let body = src.split("pub enum ErrorKind {").nth(1).unwrap().split('}').next().unwrap();
+        let mut count = 0;
+        for line in body.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with("//") {
+                continue;
+            }
+            let name = line.trim_end_matches(',');
+            let kind: ErrorKind = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert!(ENGINE.iter().any(|m| m.kind == kind), "{name} has no message");
+            count += 1;
+        }
+        assert_eq!(count, ENGINE.len());
+        let mut ids: Vec<_> = ENGINE.iter().map(|m| m.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), ENGINE.len(), "message IDs are unique");
+    }
+
+    #[test]
+    fn lines_are_ibm_shaped() {
+        assert_eq!(NOT_FOUND.line("lsfbvol", &["FB Volume"]), "CMUC00234I lsfbvol: No FB Volume found.");
+        assert_eq!(
+            success("mkfbvol").line("mkfbvol", &["1000"]),
+            "CMUC00025I mkfbvol: FB volume 1000 successfully created."
+        );
+        let err = flashtrack::Error::new(ErrorKind::VolumeExists, "1000", "x");
+        assert_eq!(
+            engine_line("mkfbvol", &err),
+            ("CMUN90017E mkfbvol: 1000: The volume already exists.".to_string(), exit::SERVER)
+        );
+        let err = flashtrack::Error::new(ErrorKind::Io, "1000", "EIO");
+        assert_eq!(engine_line("lsfbvol", &err).0, "CMUN90030E lsfbvol: 1000: I/O error (EIO).");
+        for a in ACTIONS {
+            assert!(a.1.id.ends_with('I'));
+            assert!(a.2.is_none_or(|c| c.id.ends_with('W')));
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! The verb table: every DS CLI command dscli knows, its flags, whether it takes IDs, and
+//! its help text; and the parser that checks a command's words against it. All syntax is
+//! validated here (or in the ID parser) before anything is sent to flashd.
+
+use super::messages::{self, Message};
+use std::collections::BTreeMap;
+
+/// How a flag takes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No value (`-quiet`).
+    Bool,
+    /// Free value with a placeholder for help (`-name volume_name`).
+    Value(&'static str),
+    /// One of these lower-case words.
+    Enum(&'static [&'static str]),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+}
+
+/// Whether a verb takes object IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ids {
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Debug)]
+pub struct Verb {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub flags: &'static [Flag],
+    pub ids: Ids,
+    /// Placeholder for the IDs in the usage line.
+    pub ids_help: &'static str,
+    /// Takes `-dev` and the output flags, prints the banner.
+    pub reports: bool,
+}
+
+const fn f(name: &'static str, kind: Kind) -> Flag {
+    Flag { name, kind, required: false }
+}
+const fn req(name: &'static str, kind: Kind) -> Flag {
+    Flag { name, kind, required: true }
+}
+const B: Kind = Kind::Bool;
+const ON_OFF: Kind = Kind::Enum(&["on", "off"]);
+pub const FORMATS: &[&str] = &["default", "delim", "stanza", "xml", "json"];
+
+/// Output flags every reporting verb accepts (IBM's common command flags) plus `-dev`.
+pub const COMMON: &[Flag] = &[
+    f("-dev", Kind::Value("storage_image_ID")),
+    f("-fmt", Kind::Enum(FORMATS)),
+    f("-delim", Kind::Value("char")),
+    f("-hdr", ON_OFF),
+    f("-bnr", ON_OFF),
+    f("-v", ON_OFF),
+    f("-p", ON_OFF),
+    f("-r", Kind::Value("rows")),
+    f("-fullid", B),
+];
+
+const SL: [Flag; 2] = [f("-s", B), f("-l", B)];
+
+pub static VERBS: &[Verb] = &[
+    Verb {
+        name: "mkextpool",
+        summary: "Creates an extent pool. -path (extension) is the directory or block device it lives on.",
+        flags: &[
+            req("-rankgrp", Kind::Enum(&["0", "1"])),
+            req("-stgtype", Kind::Enum(&["fb", "ckd"])),
+            f("-path", Kind::Value("directory|device")),
+        ],
+        ids: Ids::Required,
+        ids_help: "Extent_Pool_Name",
+        reports: true,
+    },
+    Verb {
+        name: "lsextpool",
+        summary: "Lists extent pools. -l adds provisioned capacity and path (extensions).",
+        flags: &[SL[0], SL[1], f("-stgtype", Kind::Enum(&["fb", "ckd"])), f("-rankgrp", Kind::Enum(&["0", "1"]))],
+        ids: Ids::Optional,
+        ids_help: "[Extent_Pool_ID ...]",
+        reports: true,
+    },
+    Verb {
+        name: "showextpool",
+        summary: "Shows one extent pool.",
+        flags: &[],
+        ids: Ids::Required,
+        ids_help: "Extent_Pool_ID",
+        reports: true,
+    },
+    Verb {
+        name: "rmextpool",
+        summary: "Deletes extent pools.",
+        flags: &[f("-quiet", B)],
+        ids: Ids::Required,
+        ids_help: "Extent_Pool_ID ... | -",
+        reports: true,
+    },
+    Verb {
+        name: "mkfbvol",
+        summary: "Creates fixed-block volumes. #h / #d in -name become the volume ID in hex / decimal.",
+        flags: &[
+            req("-extpool", Kind::Value("extentpool_ID")),
+            req("-cap", Kind::Value("capacity")),
+            f("-type", Kind::Enum(&["ds", "ess", "blocks"])),
+            f("-name", Kind::Value("volume_name")),
+            f("-sam", Kind::Enum(&["standard", "ese"])),
+        ],
+        ids: Ids::Required,
+        ids_help: "Volume_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "lsfbvol",
+        summary: "Lists fixed-block volumes. -l adds sam, captype, reqcap and usedcap (sparse usage, extension).",
+        flags: &[
+            SL[0],
+            SL[1],
+            f("-extpool", Kind::Value("extentpool_ID")),
+            f("-lss", Kind::Value("LSS_ID")),
+            f("-datatype", Kind::Enum(&["512"])),
+        ],
+        ids: Ids::Optional,
+        ids_help: "[Volume_ID ... | range | -]",
+        reports: true,
+    },
+    Verb {
+        name: "showfbvol",
+        summary: "Shows one fixed-block volume.",
+        flags: &[],
+        ids: Ids::Required,
+        ids_help: "Volume_ID",
+        reports: true,
+    },
+    Verb {
+        name: "chfbvol",
+        summary: "Renames or grows fixed-block volumes (capacity may only grow).",
+        flags: &[
+            f("-name", Kind::Value("volume_name")),
+            f("-cap", Kind::Value("capacity")),
+            f("-type", Kind::Enum(&["ds", "ess", "blocks"])),
+            f("-quiet", B),
+        ],
+        ids: Ids::Required,
+        ids_help: "Volume_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "rmfbvol",
+        summary: "Deletes fixed-block volumes. -safe refuses volumes in use.",
+        flags: &[f("-quiet", B), f("-safe", B)],
+        ids: Ids::Required,
+        ids_help: "Volume_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "mklcu",
+        summary: "Creates logical control units for CKD volumes.",
+        flags: &[
+            req("-qty", Kind::Value("quantity")),
+            req("-id", Kind::Value("lcu_ID")),
+            req("-ss", Kind::Value("ss_ID")),
+            f("-lcutype", Kind::Enum(&["3990-3", "3990-tpf", "3990-6", "bs2000"])),
+        ],
+        ids: Ids::None,
+        ids_help: "",
+        reports: true,
+    },
+    Verb {
+        name: "lslcu",
+        summary: "Lists logical control units.",
+        flags: &[SL[0], SL[1]],
+        ids: Ids::Optional,
+        ids_help: "[LCU_ID ... | range | -]",
+        reports: true,
+    },
+    Verb {
+        name: "rmlcu",
+        summary: "Deletes logical control units.",
+        flags: &[f("-quiet", B)],
+        ids: Ids::Required,
+        ids_help: "LCU_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "mkckdvol",
+        summary: "Creates CKD (3390) volumes; the LCU must exist.",
+        flags: &[
+            req("-extpool", Kind::Value("extentpool_ID")),
+            req("-cap", Kind::Value("cylinders")),
+            f("-datatype", Kind::Enum(&["3390", "3390-a"])),
+            f("-name", Kind::Value("volume_name")),
+            f("-sam", Kind::Enum(&["standard", "ese"])),
+        ],
+        ids: Ids::Required,
+        ids_help: "Volume_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "lsckdvol",
+        summary: "Lists CKD volumes.",
+        flags: &[SL[0], SL[1], f("-extpool", Kind::Value("extentpool_ID")), f("-lcu", Kind::Value("LCU_ID"))],
+        ids: Ids::Optional,
+        ids_help: "[Volume_ID ... | range | -]",
+        reports: true,
+    },
+    Verb {
+        name: "showckdvol",
+        summary: "Shows one CKD volume.",
+        flags: &[],
+        ids: Ids::Required,
+        ids_help: "Volume_ID",
+        reports: true,
+    },
+    Verb {
+        name: "chckdvol",
+        summary: "Renames or grows CKD volumes (capacity may only grow).",
+        flags: &[f("-name", Kind::Value("volume_name")), f("-cap", Kind::Value("cylinders")), f("-quiet", B)],
+        ids: Ids::Required,
+        ids_help: "Volume_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "rmckdvol",
+        summary: "Deletes CKD volumes. -safe refuses volumes in use.",
+        flags: &[f("-quiet", B), f("-safe", B)],
+        ids: Ids::Required,
+        ids_help: "Volume_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "lslss",
+        summary: "Lists logical subsystems (FB) and LCUs (CKD).",
+        flags: &[SL[0], SL[1], f("-stgtype", Kind::Enum(&["fb", "ckd"]))],
+        ids: Ids::Optional,
+        ids_help: "[LSS_ID ... | range | -]",
+        reports: true,
+    },
+    Verb {
+        name: "lssi",
+        summary: "Lists storage images.",
+        flags: &[SL[0], SL[1]],
+        ids: Ids::Optional,
+        ids_help: "[Storage_Image_ID ...]",
+        reports: true,
+    },
+    Verb {
+        name: "showsi",
+        summary: "Shows one storage image.",
+        flags: &[],
+        ids: Ids::Optional,
+        ids_help: "[Storage_Image_ID]",
+        reports: true,
+    },
+    Verb {
+        name: "lsioport",
+        summary: "Lists I/O ports.",
+        flags: &[SL[0], SL[1]],
+        ids: Ids::Optional,
+        ids_help: "[Port_ID ...]",
+        reports: true,
+    },
+    Verb {
+        name: "setenv",
+        summary: "Changes session settings (banner, header, format, delimiter, verbose, default images, paging).",
+        flags: &[
+            f("-banner", ON_OFF),
+            f("-header", ON_OFF),
+            f("-format", Kind::Enum(FORMATS)),
+            f("-delim", Kind::Value("char")),
+            f("-verbose", ON_OFF),
+            f("-dev", Kind::Value("storage_image_ID")),
+            f("-remotedev", Kind::Value("storage_image_ID")),
+            f("-paging", ON_OFF),
+            f("-rows", Kind::Value("rows")),
+            f("-fullid", ON_OFF),
+        ],
+        ids: Ids::None,
+        ids_help: "",
+        reports: false,
+    },
+    Verb {
+        name: "showenv",
+        summary: "Shows session settings.",
+        flags: &[],
+        ids: Ids::None,
+        ids_help: "",
+        reports: false,
+    },
+    Verb {
+        name: "ver",
+        summary: "Shows the dscli version; -l adds flashd's.",
+        flags: &[f("-l", B), f("-s", B)],
+        ids: Ids::None,
+        ids_help: "",
+        reports: false,
+    },
+    Verb {
+        name: "help",
+        summary: "Lists commands, or shows the usage of one.",
+        flags: &[f("-s", B), f("-l", B)],
+        ids: Ids::Optional,
+        ids_help: "[command]",
+        reports: false,
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Verb> {
+    VERBS.iter().find(|v| v.name == name)
+}
+
+impl Verb {
+    /// The verb's own flags, then the common ones.
+    pub fn all_flags(&self) -> impl Iterator<Item = &'static Flag> + '_ {
+        let common: &'static [Flag] = if self.reports { COMMON } else { &[] };
+        self.flags.iter().chain(common.iter())
+    }
+
+    fn flag(&self, name: &str) -> Option<&'static Flag> {
+        self.all_flags().find(|f| f.name == name)
+    }
+
+    /// Usage text generated from the table.
+    pub fn usage(&self) -> String {
+        let mut line = self.name.to_string();
+        for fl in self.all_flags() {
+            let body = match fl.kind {
+                Kind::Bool => fl.name.to_string(),
+                Kind::Value(p) => format!("{} {p}", fl.name),
+                Kind::Enum(v) => format!("{} {}", fl.name, v.join("|")),
+            };
+            if fl.required {
+                line.push_str(&format!(" {body}"));
+            } else {
+                line.push_str(&format!(" [{body}]"));
+            }
+        }
+        if !self.ids_help.is_empty() {
+            line.push(' ');
+            line.push_str(self.ids_help);
+        }
+        format!("{line}\n  {}\n", self.summary)
+    }
+}
+
+/// A command checked against the table.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub verb: &'static Verb,
+    /// Flag name -> value (empty for bool flags).
+    pub flags: BTreeMap<&'static str, String>,
+    pub ids: Vec<String>,
+    /// A lone `-` asked for IDs from standard input.
+    pub stdin_ids: bool,
+    /// `-help`/`-h`/`-?` was given: print usage, do nothing.
+    pub help: bool,
+}
+
+impl Invocation {
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        self.flags.get(name).map(String::as_str)
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.flags.contains_key(name)
+    }
+}
+
+/// A syntax error: the message and its arguments (the verb is added when printed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub msg: Message,
+    pub args: Vec<String>,
+}
+
+impl SyntaxError {
+    pub fn new(msg: Message, args: &[&str]) -> Self {
+        SyntaxError { msg, args: args.iter().map(|s| s.to_string()).collect() }
+    }
+    pub fn line(&self, verb: &str) -> String {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.msg.line(verb, &args)
+    }
+}
+
+/// Checks the words after the verb. `interactive` refuses the `-` ID form.
+pub fn parse(verb: &'static Verb, words: &[String], interactive: bool) -> Result<Invocation, SyntaxError> {
+    let mut inv = Invocation { verb, flags: BTreeMap::new(), ids: Vec::new(), stdin_ids: false, help: false };
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        i += 1;
+        if w == "-" {
+            if interactive {
+                return Err(SyntaxError::new(messages::STDIN_INTERACTIVE, &[]));
+            }
+            inv.stdin_ids = true;
+            continue;
+        }
+        if !w.starts_with('-') || w.len() < 2 {
+            inv.ids.push(w.clone());
+            continue;
+        }
+        if matches!(w.as_str(), "-help" | "-h" | "-?") {
+            inv.help = true;
+            continue;
+        }
+        let Some(fl) = verb.flag(w) else {
+            return Err(SyntaxError::new(messages::UNKNOWN_FLAG, &[w]));
+        };
+        let value = match fl.kind {
+            Kind::Bool => String::new(),
+            Kind::Value(_) | Kind::Enum(_) => {
+                // A known flag where the value should be means the value is missing (but
+                // `-delim -` is a legal delimiter).
+                let next = words.get(i).filter(|n| fl.name == "-delim" || verb.flag(n).is_none());
+                let Some(v) = next else {
+                    return Err(SyntaxError::new(messages::FLAG_NO_VALUE, &[fl.name]));
+                };
+                i += 1;
+                v.clone()
+            }
+        };
+        let value = match fl.kind {
+            Kind::Enum(allowed) => {
+                let lower = value.to_ascii_lowercase();
+                if !allowed.contains(&lower.as_str()) {
+                    return Err(SyntaxError::new(messages::BAD_ENUM, &[fl.name, &value, &allowed.join("|")]));
+                }
+                lower
+            }
+            _ => value,
+        };
+        inv.flags.insert(fl.name, value);
+    }
+    if inv.help {
+        return Ok(inv);
+    }
+    check(&inv)?;
+    Ok(inv)
+}
+
+/// Rules across flags: required ones, `-s` with `-l`, IDs, common value checks.
+fn check(inv: &Invocation) -> Result<(), SyntaxError> {
+    let verb = inv.verb;
+    if inv.has("-s") && inv.has("-l") && verb.name != "help" {
+        return Err(SyntaxError::new(messages::SHORT_AND_LONG, &[]));
+    }
+    if let Some(fl) = verb.flags.iter().find(|f| f.required && !inv.has(f.name)) {
+        return Err(SyntaxError::new(messages::MISSING_FLAG, &[fl.name]));
+    }
+    let has_ids = !inv.ids.is_empty() || inv.stdin_ids;
+    match verb.ids {
+        Ids::Required if !has_ids => return Err(SyntaxError::new(messages::MISSING_IDS, &[])),
+        Ids::None if has_ids => {
+            let shown = inv.ids.first().map(String::as_str).unwrap_or("-");
+            return Err(SyntaxError::new(messages::UNEXPECTED_IDS, &[shown]));
+        }
+        _ => {}
+    }
+    for name in ["-delim"] {
+        if let Some(d) = inv.flag(name)
+            && d.chars().count() != 1
+        {
+            return Err(SyntaxError::new(messages::BAD_VALUE, &[name, d, "one character expected"]));
+        }
+    }
+    for name in ["-r", "-rows"] {
+        if let Some(r) = inv.flag(name)
+            && !matches!(r.parse::<u8>(), Ok(1..=100))
+        {
+            return Err(SyntaxError::new(messages::BAD_VALUE, &[name, r, "1-100 expected"]));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Result<Invocation, SyntaxError> {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        parse(find(&words[0]).unwrap(), &words[1..], false)
+    }
+
+    fn err_id(line: &str) -> &'static str {
+        p(line).unwrap_err().msg.id
+    }
+
+    #[test]
+    fn flags_values_and_ids() {
+        let inv = p("mkfbvol -extpool P0 -cap 10 -type ESS -name a#h 1000-1001 1005").unwrap();
+        assert_eq!(inv.flag("-extpool"), Some("P0"));
+        assert_eq!(inv.flag("-type"), Some("ess"));
+        assert_eq!(inv.ids, ["1000-1001", "1005"]);
+        let inv = p("lsfbvol -l -bnr off -fmt delim -delim | -dev IBM.2107-75FA120").unwrap();
+        assert_eq!(inv.flag("-delim"), Some("|"));
+        assert!(inv.ids.is_empty());
+        assert!(p("lsfbvol -fmt delim -delim -").unwrap().flag("-delim") == Some("-"));
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert_eq!(err_id("lsfbvol -bogus"), "CMUC90002E");
+        assert_eq!(err_id("mkfbvol -extpool P0 -cap"), "CMUC90003E");
+        assert_eq!(err_id("mkfbvol -extpool -cap 10 1000"), "CMUC90003E");
+        assert_eq!(err_id("lsfbvol -fmt yaml"), "CMUC90004E");
+        assert_eq!(err_id("lsfbvol -s -l"), "CMUC90007E");
+        assert_eq!(err_id("mkfbvol -cap 10 1000"), "CMUC90006E");
+        assert_eq!(err_id("mkfbvol -extpool P0 -cap 10"), "CMUC90011E");
+        assert_eq!(err_id("showenv 1000"), "CMUC90012E");
+        assert_eq!(err_id("lsfbvol -delim ab"), "CMUC90005E");
+        assert_eq!(err_id("lsfbvol -r 0"), "CMUC90005E");
+        let words = vec!["-".to_string()];
+        assert_eq!(parse(find("rmfbvol").unwrap(), &words, true).unwrap_err().msg.id, "CMUC90010E");
+        assert!(parse(find("rmfbvol").unwrap(), &words, false).unwrap().stdin_ids);
+    }
+
+    #[test]
+    fn help_flag_skips_checks() {
+        assert!(p("mkfbvol -h").unwrap().help);
+        assert!(
+            find("mkfbvol")
+                .unwrap()
+                .usage()
+                .starts_with("mkfbvol -extpool extentpool_ID -cap capacity [-type ds|ess|blocks]")
+        );
+    }
+}

@@ -1,6 +1,10 @@
 //! The cli package's one integration test binary; each module is one area.
 
+#[path = "cli/daemon_e2e.rs"]
 mod daemon_e2e;
+#[path = "cli/golden.rs"]
 mod golden;
+#[path = "cli/killnine.rs"]
 mod killnine;
+#[path = "cli/site_proc.rs"]
 mod site_proc;

@@ -26,7 +26,7 @@ echo "== a throwaway site in $SITE"
 step "$BIN/flashd" image create "$IMG"
 # dscli starts flashd in the background on first use, like a DS CLI talking to its HMC.
 step "$BIN/dscli" lssi -l
-step "$BIN/dscli" mkfbvol -dev "$IMG" -extpool P0 -cap 1 -name demo_#h 1000-1001
+step "$BIN/dscli" mkfbvol -dev "$IMG" -extpool P0 -cap 1 -sam ese -name demo_#h 1000-1001
 step "$BIN/dscli" mklcu -dev "$IMG" -qty 1 -id 20 -ss 2000
 step "$BIN/dscli" mkckdvol -dev "$IMG" -extpool P2 -cap 3339 -name ckd_#h 2000
 echo

@@ -33,7 +33,10 @@ impl Site {
     /// Lock and open the home (creating it if needed). Fails with `HomeLocked` when another
     /// process owns it.
     pub fn open(home: &Path, io: Arc<dyn IoEngine>) -> Result<Site> {
-        fs::create_dir_all(home).map_err(|e| Error::io(home.display(), &e))?;
+        // Private when we make it: the home's sockets give full control of the site.
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+            .create(home)
+            .map_err(|e| Error::io(home.display(), &e))?;
         let lock_path = home.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)

@@ -30,6 +30,10 @@ enum Cmd {
         /// Any local user can reach a TCP port: see the README's threat model.
         #[arg(long, value_name = "ADDR")]
         nbd_tcp: Option<std::net::SocketAddr>,
+        /// Start a new session (setsid): no controlling terminal, no terminal signals.
+        /// dscli uses this when it starts flashd in the background.
+        #[arg(long)]
+        detach: bool,
     },
     /// Storage images of the site (an extension: DS CLI cannot create images).
     Image {
@@ -81,7 +85,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Run { home, nbd_tcp } => {
+        Cmd::Run { home, nbd_tcp, detach } => {
+            if detach {
+                // Fails only if we already lead a process group; then we are detached enough.
+                let _ = rustix::process::setsid();
+            }
             if let Some(addr) = nbd_tcp
                 && !addr.ip().is_loopback()
             {

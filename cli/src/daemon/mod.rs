@@ -52,6 +52,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         opts.home.display(),
         io.kind()
     );
+    // A home never opened before has nothing to recover.
+    let fresh = !opts.home.join(flashtrack::site::LOCK_FILE).exists();
     let site = match Site::open(&opts.home, io) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -65,7 +67,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let clean = opts.home.join(CLEAN_MARK);
     if clean.exists() {
         fs::remove_file(&clean).with_context(|| format!("removing {}", clean.display()))?;
-    } else {
+    } else if !fresh {
         tracing::warn!("previous shutdown was not clean: recovered from catalogs");
     }
 

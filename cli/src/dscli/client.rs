@@ -11,7 +11,6 @@
 use flashtrack::control::{Envelope, PROTOCOL_VERSION, Reply, Request, Response};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,7 +140,13 @@ fn flashd_binary() -> PathBuf {
 
 /// Starts flashd on `home`, detached, and polls its socket.
 fn start_and_wait(home: &Path, sock: &Path) -> Result<UnixStream, ConnError> {
-    std::fs::create_dir_all(home).map_err(|e| ConnError(format!("cannot create {}: {e}", home.display())))?;
+    use std::os::unix::fs::DirBuilderExt;
+    // Private: the home's sockets give full control of the site.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home)
+        .map_err(|e| ConnError(format!("cannot create {}: {e}", home.display())))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -149,16 +154,16 @@ fn start_and_wait(home: &Path, sock: &Path) -> Result<UnixStream, ConnError> {
         .map_err(|e| ConnError(format!("cannot open {}: {e}", home.join("flashd.log").display())))?;
     let log2 = log.try_clone().map_err(|e| ConnError(e.to_string()))?;
     let bin = flashd_binary();
-    // A new process group keeps terminal signals (Ctrl-C on dscli) away from the daemon;
-    // setsid would need unsafe pre_exec, which this crate forbids.
+    // `--detach` makes flashd call setsid(2) itself: a new session without a controlling
+    // terminal, so Ctrl-C or a hangup on dscli's terminal never reaches the daemon.
     let spawned = Command::new(&bin)
         .arg("run")
+        .arg("--detach")
         .arg("--home")
         .arg(home)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
-        .process_group(0)
         .spawn();
     if let Err(e) = spawned {
         return Err(ConnError(format!("cannot start {}: {e}", bin.display())));

@@ -6,6 +6,7 @@
 pub mod bitmap;
 pub mod control;
 pub mod error;
+pub mod flash;
 pub mod geometry;
 pub mod id;
 pub mod image;

@@ -34,7 +34,11 @@ pub struct Volume {
     io: Arc<dyn IoEngine>,
     /// Host sessions (NBD connections, FUSE opens) holding the volume.
     sessions: AtomicUsize,
+    /// Process-unique identity for lock tables (a re-opened volume gets a new one).
+    handle: u64,
 }
+
+static NEXT_HANDLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Volume {
     /// A volume over `backing`, which must hold at least the geometry's size (device regions
@@ -49,7 +53,13 @@ impl Volume {
             );
             return Err(Error::new(ErrorKind::InvalidArgument, &key, detail));
         }
-        Ok(Volume { key, geometry, backing, io, sessions: AtomicUsize::new(0) })
+        let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+        Ok(Volume { key, geometry, backing, io, sessions: AtomicUsize::new(0), handle })
+    }
+
+    /// Process-unique identity (lock tables key on it).
+    pub fn handle(&self) -> u64 {
+        self.handle
     }
 
     pub fn key(&self) -> &VolumeKey {

@@ -1,0 +1,51 @@
+//! The background copier: copies a relationship's uncopied tracks in runs of adjacent
+//! tracks (`next_run`), each run under the range locks of its tracks on both volumes, so it
+//! interleaves with host I/O at run granularity and never copies a track a host is writing.
+
+use super::ImageFlash;
+use super::intercept::copy_track;
+use super::locks::Claim;
+use super::relationship::{FlashState, Relationship};
+use crate::geometry::TrackNo;
+use std::io;
+use std::sync::Arc;
+
+/// Tracks per run (16 = 1 MiB): long enough for throughput, short enough to yield.
+pub const RUN_TRACKS: u32 = 16;
+
+impl ImageFlash {
+    /// Copy the next run of `rel` at or after track `from`. Returns where to continue, or
+    /// None when nothing is left to copy.
+    pub fn copy_next_run(&self, rel: &Arc<Relationship>, from: u32) -> io::Result<Option<u32>> {
+        let run = {
+            let st = rel.state();
+            if st.withdrawn || st.record.state == FlashState::TgtFailed {
+                return Ok(None);
+            }
+            match st.target_bits.next_run(from, RUN_TRACKS).or_else(|| st.target_bits.next_run(0, RUN_TRACKS)) {
+                Some(r) => r,
+                None => return Ok(None),
+            }
+        };
+        let _g = self.locks.lock(vec![Claim::new(rel.source.handle(), run.clone()), Claim::new(rel.target.handle(), run.clone())]);
+        if rel.state().withdrawn {
+            return Ok(None);
+        }
+        for t in run.clone() {
+            // Bits may have been cleared by copy-on-write while we waited for the locks.
+            if rel.state().target_bits.contains(TrackNo(t)) || super::mutant::is(super::mutant::Mutant::CopierOverwrites) {
+                copy_track(rel, TrackNo(t))?;
+            }
+        }
+        Ok(Some(run.end))
+    }
+
+    /// Copy everything `rel` still borrows (tests, `-wait` paths without a copier thread).
+    pub fn copy_all(&self, rel: &Arc<Relationship>) -> io::Result<()> {
+        let mut at = 0;
+        while let Some(next) = self.copy_next_run(rel, at)? {
+            at = next;
+        }
+        Ok(())
+    }
+}

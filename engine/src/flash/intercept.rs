@@ -1,0 +1,213 @@
+//! The intercept: every byte-changing host operation, and every target read.
+//!
+//! Host write to volume V, bytes [o, o+n) (DESIGN.md "How data flows"):
+//! 1. map bytes to tracks; 2. (freeze gate: with the freeze issue work);
+//! 3. inhibit: a `-tgtinhibit` target refuses with EPERM;
+//! 4. take the range locks of the tracks on V, on each target of V, and on V's source;
+//! 5. copy-on-write: for each relationship where V is the source and the track's target bit
+//!    is 1, copy the T0 track to the target first, then clear the bit;
+//! 6. where V is a target with bit 1, fill the track from the source first, clear the bit
+//!    (so a partial write never leaves a track half T0, half garbage);
+//! 7. set the change-recording bits of every recording relationship touching V;
+//! 8. write the data; 9. release the locks.
+//! TRIM and WRITE_ZEROES are zero writes here. Reads of a target track whose bit is 1 come
+//! from the source; nothing is copied on read.
+
+use super::locks::{Claim, LockGuard};
+use super::relationship::{FlashState, Relationship};
+use super::{ImageFlash, Roles};
+use crate::geometry::{Geometry, TRACK_BYTES, TrackNo};
+use crate::volume::Volume;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+/// What the data step of a modification does.
+#[derive(Debug, Clone, Copy)]
+enum Change<'a> {
+    Write { data: &'a [u8], fua: bool },
+    Trim { len: u64 },
+    Zero { len: u64, may_trim: bool },
+}
+
+impl Change<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Change::Write { data, .. } => data.len() as u64,
+            Change::Trim { len } | Change::Zero { len, .. } => *len,
+        }
+    }
+}
+
+/// Tracks touched by `[offset, offset+len)` on `vol`, clamped to the volume.
+fn tracks(vol: &Volume, offset: u64, len: u64) -> Range<u32> {
+    let r = Geometry::tracks_of(offset, len);
+    let max = vol.geometry().tracks().min(u32::MAX as u64) as u32;
+    r.start.min(max)..r.end.min(max)
+}
+
+impl ImageFlash {
+    pub fn write(&self, vol: &Volume, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
+        self.modify(vol, offset, Change::Write { data, fua })
+    }
+
+    pub fn trim(&self, vol: &Volume, offset: u64, len: u64) -> io::Result<()> {
+        self.modify(vol, offset, Change::Trim { len })
+    }
+
+    pub fn write_zeroes(&self, vol: &Volume, offset: u64, len: u64, may_trim: bool) -> io::Result<()> {
+        self.modify(vol, offset, Change::Zero { len, may_trim })
+    }
+
+    /// Lock what an I/O on `vol`'s `tracks` needs, given the relationships at that moment;
+    /// retry if they changed while we waited.
+    fn lock_for(&self, vol: &Volume, tracks: &Range<u32>) -> (LockGuard<'_>, Roles) {
+        loop {
+            let generation = self.generation();
+            let roles = self.roles(vol.handle());
+            let mut claims = vec![Claim::new(vol.handle(), tracks.clone())];
+            claims.extend(roles.as_source.iter().map(|r| Claim::new(r.target.handle(), tracks.clone())));
+            if let Some(r) = &roles.as_target {
+                claims.push(Claim::new(r.source.handle(), tracks.clone()));
+            }
+            let guard = self.locks.lock(claims);
+            if self.generation() == generation {
+                return (guard, roles);
+            }
+        }
+    }
+
+    fn modify(&self, vol: &Volume, offset: u64, change: Change<'_>) -> io::Result<()> {
+        let len = change.len();
+        if offset.checked_add(len).is_none_or(|end| end > vol.size()) {
+            return Err(errno(libc::EINVAL));
+        }
+        let r = tracks(vol, offset, len);
+        let (_guard, roles) = self.lock_for(vol, &r);
+        if let Some(rel) = &roles.as_target {
+            let st = rel.state();
+            if st.record.options.tgtinhibit {
+                return Err(errno(libc::EPERM));
+            }
+            if st.record.state == FlashState::TgtFailed {
+                return Err(errno(libc::EIO));
+            }
+        }
+        let cow_after = super::mutant::is(super::mutant::Mutant::CowAfterWrite);
+        if cow_after {
+            self.data(vol, offset, change)?;
+        }
+        // 5. copy-on-write to every target that still borrows these tracks.
+        for rel in &roles.as_source {
+            for t in pending(rel, &r) {
+                if let Err(e) = copy_track(rel, t) {
+                    if rel.state().record.state == FlashState::TgtFailed {
+                        continue; // the target is lost; the source write goes on
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // 6. fill target tracks that a partial write would otherwise leave half T0.
+        if let Some(rel) = &roles.as_target {
+            for t in pending(rel, &r) {
+                if super::mutant::is(super::mutant::Mutant::NoPartialMerge) {
+                    rel.state().target_bits.remove(t);
+                    continue;
+                }
+                copy_track(rel, t)?;
+            }
+        }
+        // 7. change recording.
+        for rel in &roles.as_source {
+            let mut st = rel.state();
+            if st.record.options.record {
+                st.src_changes.insert_range(r.clone());
+            }
+        }
+        if let Some(rel) = &roles.as_target {
+            let mut st = rel.state();
+            if st.record.options.record && !super::mutant::is(super::mutant::Mutant::NoTargetRecording) {
+                st.tgt_changes.insert_range(r.clone());
+            }
+        }
+        // 8. the data.
+        if cow_after { Ok(()) } else { self.data(vol, offset, change) }
+    }
+
+    fn data(&self, vol: &Volume, offset: u64, change: Change<'_>) -> io::Result<()> {
+        match change {
+            Change::Write { data, fua } => vol.write(offset, data, fua),
+            Change::Trim { len } => vol.trim(offset, len),
+            Change::Zero { len, may_trim } => vol.write_zeroes(offset, len, may_trim),
+        }
+    }
+
+    /// Host read: a target's uncopied tracks come from the source.
+    pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let len = buf.len() as u64;
+        if offset.checked_add(len).is_none_or(|end| end > vol.size()) {
+            return Err(errno(libc::EINVAL));
+        }
+        if self.roles(vol.handle()).as_target.is_none() {
+            return vol.read(offset, buf);
+        }
+        let r = tracks(vol, offset, len);
+        let (_guard, roles) = self.lock_for(vol, &r);
+        let Some(rel) = roles.as_target else { return vol.read(offset, buf) };
+        let borrowed: Vec<bool> = {
+            let st = rel.state();
+            if st.record.state == FlashState::TgtFailed {
+                return Err(errno(libc::EIO));
+            }
+            r.clone().map(|t| st.target_bits.contains(TrackNo(t))).collect()
+        };
+        // Serve runs of tracks from one side at a time.
+        let mut at = offset;
+        let end = offset + len;
+        while at < end {
+            let t = (at / TRACK_BYTES) as u32;
+            let from_source = borrowed[(t - r.start) as usize];
+            let mut stop = ((t as u64) + 1) * TRACK_BYTES;
+            while stop < end && borrowed[((stop / TRACK_BYTES) as u32 - r.start) as usize] == from_source {
+                stop += TRACK_BYTES;
+            }
+            let stop = stop.min(end);
+            let chunk = &mut buf[(at - offset) as usize..(stop - offset) as usize];
+            if from_source { rel.source.read(at, chunk)? } else { vol.read(at, chunk)? }
+            at = stop;
+        }
+        Ok(())
+    }
+}
+
+/// Tracks of `r` whose target bit is still 1.
+fn pending(rel: &Relationship, r: &Range<u32>) -> Vec<TrackNo> {
+    let st = rel.state();
+    r.clone().map(TrackNo).filter(|t| st.target_bits.contains(*t)).collect()
+}
+
+/// Copy track `t` from source to target and clear its bit. The caller holds the track's
+/// locks on both volumes. A target failure marks the relationship `Tgt Failed`.
+pub(crate) fn copy_track(rel: &Arc<Relationship>, t: TrackNo) -> io::Result<()> {
+    let g = rel.source.geometry();
+    let len = g.track_data_len(t) as usize;
+    let off = t.0 as u64 * TRACK_BYTES;
+    let mut buf = vec![0u8; len];
+    rel.source.read(off, &mut buf)?;
+    if let Err(e) = rel.target.write(off, &buf, false) {
+        let mut st = rel.state();
+        st.record.state = FlashState::TgtFailed;
+        tracing::error!("{}:{} target write failed at track {}: {e}; relationship is Tgt Failed", rel.ids().0, rel.ids().1, t.0);
+        return Err(e);
+    }
+    let mut st = rel.state();
+    if st.target_bits.remove(t) {
+        st.copied += 1;
+    }
+    Ok(())
+}

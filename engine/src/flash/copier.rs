@@ -27,13 +27,23 @@ impl ImageFlash {
                 None => return Ok(None),
             }
         };
-        let _g = self.locks.lock(vec![Claim::new(rel.source.handle(), run.clone()), Claim::new(rel.target.handle(), run.clone())]);
+        // Mutant: copy the whole window from the run's start, ignoring which tracks are done.
+        let run = if super::mutant::is(super::mutant::Mutant::CopierOverwrites) {
+            run.start..(run.start + RUN_TRACKS).min(rel.tracks() as u32)
+        } else {
+            run
+        };
+        let _g = self
+            .locks
+            .lock(vec![Claim::new(rel.source.handle(), run.clone()), Claim::new(rel.target.handle(), run.clone())]);
         if rel.state().withdrawn {
             return Ok(None);
         }
         for t in run.clone() {
             // Bits may have been cleared by copy-on-write while we waited for the locks.
-            if rel.state().target_bits.contains(TrackNo(t)) || super::mutant::is(super::mutant::Mutant::CopierOverwrites) {
+            if rel.state().target_bits.contains(TrackNo(t))
+                || super::mutant::is(super::mutant::Mutant::CopierOverwrites)
+            {
                 copy_track(rel, TrackNo(t))?;
             }
         }

@@ -178,7 +178,11 @@ impl ImageFlash {
             }
             let stop = stop.min(end);
             let chunk = &mut buf[(at - offset) as usize..(stop - offset) as usize];
-            if from_source { rel.source.read(at, chunk)? } else { vol.read(at, chunk)? }
+            if from_source {
+                rel.source.read(at, chunk)?
+            } else {
+                vol.read(at, chunk)?
+            }
             at = stop;
         }
         Ok(())
@@ -202,7 +206,12 @@ pub(crate) fn copy_track(rel: &Arc<Relationship>, t: TrackNo) -> io::Result<()> 
     if let Err(e) = rel.target.write(off, &buf, false) {
         let mut st = rel.state();
         st.record.state = FlashState::TgtFailed;
-        tracing::error!("{}:{} target write failed at track {}: {e}; relationship is Tgt Failed", rel.ids().0, rel.ids().1, t.0);
+        tracing::error!(
+            "{}:{} target write failed at track {}: {e}; relationship is Tgt Failed",
+            rel.ids().0,
+            rel.ids().1,
+            t.0
+        );
         return Err(e);
     }
     let mut st = rel.state();

@@ -12,14 +12,16 @@
 //! I/O re-checks the generation and starts over if a relationship came or went.
 
 pub mod copier;
-pub mod mutant;
 pub mod intercept;
 pub mod locks;
+#[cfg(test)]
+mod model;
+pub mod mutant;
 pub mod relationship;
 
 use crate::bitmap::TrackBitmap;
-use locks::{Claim, RangeLocks};
 use crate::volume::Volume;
+use locks::{Claim, RangeLocks};
 use relationship::{FlashOptions, FlashRecord, Relationship};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};

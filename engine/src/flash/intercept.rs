@@ -10,6 +10,7 @@
 //!    (so a partial write never leaves a track half T0, half garbage);
 //! 7. set the change-recording bits of every recording relationship touching V;
 //! 8. write the data; 9. release the locks.
+//!
 //! TRIM and WRITE_ZEROES are zero writes here. Reads of a target track whose bit is 1 come
 //! from the source; nothing is copied on read.
 

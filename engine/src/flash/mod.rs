@@ -128,10 +128,10 @@ impl ImageFlash {
         self.with_barrier(rel, |st| {
             let next = resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes);
             let mut persist = Some(persist);
-            if !mutant::is(mutant::Mutant::ClearBeforePersist) {
-                if let Some(p) = persist.take() {
-                    p(&next)?;
-                }
+            if !mutant::is(mutant::Mutant::ClearBeforePersist)
+                && let Some(p) = persist.take()
+            {
+                p(&next)?;
             }
             st.src_changes.clear();
             st.tgt_changes.clear();

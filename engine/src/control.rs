@@ -7,6 +7,7 @@
 //! as a unit.
 
 use crate::error::Error;
+use crate::flash::relationship::{FlashOptions, FlashRecord};
 use crate::geometry::CapType;
 use crate::id::{ImageId, LssId, MachineType, PoolId, VolumeId};
 use crate::image::record::{LcuType, PoolRecord, Sam, StorageType, VolumeRecord};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Bumped on any incompatible change of [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
@@ -86,6 +87,29 @@ pub enum Request {
     IoPortList {
         image: ImageId,
     },
+    /// `mkflash`: one outcome per pair, each all or nothing. With `options.freeze`, the
+    /// whole command is one consistency group: every pair is established or none.
+    FlashCreate { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, options: FlashOptions },
+    /// `lsflash` (the cli filters).
+    FlashList { image: ImageId },
+    /// `rmflash`.
+    FlashRemove { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, withdraw: Withdraw },
+    /// `resyncflash`: the given options replace the relationship's (`-record` alone keeps
+    /// persistence). `seqnum` = the relationship must carry this sequence number.
+    FlashResync { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, options: FlashOptions, seqnum: Option<u32> },
+    /// `reverseflash`: pairs as the existing relationship names them (source:target).
+    FlashReverse { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, options: FlashOptions, fast: bool, seqnum: Option<u32> },
+    /// `setflashrevertible`.
+    FlashSetRevertible { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, seqnum: Option<u32> },
+    /// `commitflash` (pairs named by source volume).
+    FlashCommit { image: ImageId, sources: Vec<VolumeId>, seqnum: Option<u32> },
+    /// `revertflash` (pairs named by source volume).
+    FlashRevert { image: ImageId, sources: Vec<VolumeId>, seqnum: Option<u32> },
+    /// `unfreezeflash`: thaw the FlashCopy consistency group of each LSS.
+    FlashUnfreeze { image: ImageId, lss: Vec<LssId> },
+    /// Wait until each pair has no out-of-sync tracks (or is gone), or `timeout_ms` passes;
+    /// answers `Flash` with the pairs' state either way (`-wait` and its progress bar).
+    FlashWait { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, timeout_ms: u64 },
     /// Orderly shutdown of the daemon (as SIGTERM).
     Shutdown,
 }
@@ -132,6 +156,36 @@ pub enum Reply {
     Lss(Vec<LssView>),
     Volumes(Vec<VolumeView>),
     IoPorts(Vec<IoPortView>),
+    Flash(Vec<FlashView>),
+}
+
+/// How `rmflash` withdraws.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdraw {
+    /// `-tgtonly`: end the target side only (the relationship ends; target keeps what it has).
+    pub tgtonly: bool,
+    /// `-cp`: run the background copy to the end, then remove the relationship.
+    pub cp: bool,
+    /// `-resettgtinhibit`: lift the target write inhibit.
+    pub resettgtinhibit: bool,
+    /// Must match the relationship's sequence number when given.
+    pub seqnum: Option<u32>,
+}
+
+/// One FlashCopy relationship as `lsflash` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlashView {
+    pub record: FlashRecord,
+    /// Tracks still to copy (the target bitmap's count).
+    pub out_of_sync: u64,
+    /// A background copy is running now.
+    pub active_copy: bool,
+    /// The target is an ese (space efficient) volume.
+    pub target_ese: bool,
+    /// Consistency-group timeout of the source LSS, seconds (120 CKD, 60 FB by default).
+    pub timeout_secs: u32,
+    /// Tracks copied in the current increment (establish or last resync).
+    pub copied: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -59,6 +59,37 @@ pub enum ErrorKind {
     Io,
     /// The daemon is shutting down.
     ShuttingDown,
+    /// The volume is in a FlashCopy (or, later, PPRC) relationship: it cannot be removed or
+    /// resized, or take this role.
+    VolumeInRelationship,
+    /// No FlashCopy relationship for this pair.
+    FlashNotFound,
+    /// The pair already exists.
+    FlashExists,
+    /// Source and target differ in size or type, or are the same volume.
+    FlashIncompatible,
+    /// The source already has 12 targets.
+    FlashTooManyTargets,
+    /// The source already has an incremental (`-record`) relationship.
+    FlashIncrementalExists,
+    /// The target is already the target of another relationship.
+    FlashTargetInUse,
+    /// A volume would be a source and a target at once (no cascading).
+    FlashCascade,
+    /// The operation needs a change-recording (`-record -persist`) relationship.
+    FlashNotRecording,
+    /// The operation needs a revertible relationship (or one that is not).
+    FlashRevertibleState,
+    /// The background copy has not finished (reverse without `-fast`).
+    FlashCopyActive,
+    /// `-tgtse` and the target is not space efficient.
+    FlashTargetNotSe,
+    /// The relationship is `Tgt Failed` or `Validation Required`.
+    FlashStateInvalid,
+    /// The sequence number given does not match the relationship's.
+    FlashSeqnumMismatch,
+    /// The LSS has no frozen FlashCopy consistency group.
+    FlashNotFrozen,
 }
 
 /// An engine error: a kind, the object it concerns (as the engine prints IDs) and a detail

@@ -209,6 +209,7 @@ impl Site {
             }
             Request::IoPortList { image } => Reply::IoPorts(img!(&image).io_ports()),
             Request::Shutdown => Reply::Done,
+            flash => img!(&flash_image(&flash)).flash_request(flash, now)?,
         })
     }
 }
@@ -222,4 +223,21 @@ fn log_items(image: &ImageId, what: &str, items: &[ItemOutcome]) {
 /// Wall clock in unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The image a FlashCopy request is addressed to.
+fn flash_image(req: &Request) -> ImageId {
+    match req {
+        Request::FlashCreate { image, .. }
+        | Request::FlashList { image }
+        | Request::FlashRemove { image, .. }
+        | Request::FlashResync { image, .. }
+        | Request::FlashReverse { image, .. }
+        | Request::FlashSetRevertible { image, .. }
+        | Request::FlashCommit { image, .. }
+        | Request::FlashRevert { image, .. }
+        | Request::FlashUnfreeze { image, .. }
+        | Request::FlashWait { image, .. } => image.clone(),
+        _ => unreachable!("flash_image called with a non-FlashCopy request"),
+    }
 }

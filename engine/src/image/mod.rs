@@ -6,6 +6,7 @@
 //! does not name (left by a crash between the two steps). The catalog is the truth.
 
 pub mod catalog;
+mod flash;
 mod pools;
 pub mod record;
 mod volumes;

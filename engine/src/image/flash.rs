@@ -330,7 +330,7 @@ impl Image {
             created: current.created,
             synced: now,
         };
-        let next = self.flash_catalog(&[reversed.clone()], &[(s, t)]);
+        let next = self.flash_catalog(std::slice::from_ref(&reversed), &[(s, t)]);
         let dir = self.dir.clone();
         self.flash.reverse(rel, reversed, || super::catalog::store(&dir, &next))?;
         self.record = next;

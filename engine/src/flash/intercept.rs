@@ -1,7 +1,7 @@
 //! The intercept: every byte-changing host operation, and every target read.
 //!
 //! Host write to volume V, bytes [o, o+n) (DESIGN.md "How data flows"):
-//! 1. map bytes to tracks; 2. (freeze gate: with the freeze issue work);
+//! 1. map bytes to tracks; 2. the freeze gate (`freeze.rs`) parks writes to a frozen source;
 //! 3. inhibit: a `-tgtinhibit` target refuses with EPERM;
 //! 4. take the range locks of the tracks on V, on each target of V, and on V's source;
 //! 5. copy-on-write: for each relationship where V is the source and the track's target bit
@@ -87,6 +87,8 @@ impl ImageFlash {
         if offset.checked_add(len).is_none_or(|end| end > vol.size()) {
             return Err(errno(libc::EINVAL));
         }
+        // 2. freeze gate, before any lock is taken: a parked write holds nothing.
+        self.freeze_gate(vol);
         let r = tracks(vol, offset, len);
         let (_guard, roles) = self.lock_for(vol, &r);
         if let Some(rel) = &roles.as_target {

@@ -12,6 +12,7 @@
 //! I/O re-checks the generation and starts over if a relationship came or went.
 
 pub mod copier;
+pub mod freeze;
 pub mod intercept;
 pub mod locks;
 #[cfg(test)]
@@ -30,6 +31,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 #[derive(Debug, Default)]
 pub struct ImageFlash {
     locks: RangeLocks,
+    freeze: freeze::FreezeGate,
     rels: RwLock<Vec<Arc<Relationship>>>,
     generation: AtomicU64,
 }

@@ -39,14 +39,27 @@ impl Image {
                 self.per_pair(&pairs, |img, rel| img.flash_reverse(rel, options.clone(), fast, seqnum, now)),
             ),
             Request::FlashWait { pairs, timeout_ms, .. } => Reply::Flash(self.flash_wait(&pairs, timeout_ms)),
-            Request::FlashSetRevertible { .. }
-            | Request::FlashCommit { .. }
-            | Request::FlashRevert { .. }
-            | Request::FlashUnfreeze { .. } => {
+            Request::FlashUnfreeze { lss, .. } => Reply::Items(
+                lss.iter()
+                    .map(|&l| ItemOutcome {
+                        object: l.to_string(),
+                        result: if self.flash.freeze_gate_state().thaw(l) {
+                            Ok(())
+                        } else {
+                            Err(Error::new(
+                                ErrorKind::FlashNotFrozen,
+                                l,
+                                "no frozen FlashCopy consistency group (never frozen, or its timer already fired)",
+                            ))
+                        },
+                    })
+                    .collect(),
+            ),
+            Request::FlashSetRevertible { .. } | Request::FlashCommit { .. } | Request::FlashRevert { .. } => {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
                     self.id(),
-                    "revertible relationships and FlashCopy consistency groups are not supported yet",
+                    "revertible FlashCopy relationships are not supported yet",
                 ));
             }
             other => {
@@ -190,7 +203,17 @@ impl Image {
         let next = self.flash_catalog(&made, &[]);
         let dir = self.dir.clone();
         match self.flash.install_group(rels, || super::catalog::store(&dir, &next)) {
-            Ok(()) => self.record = next,
+            Ok(()) => {
+                self.record = next;
+                if options.freeze {
+                    for rec in &made {
+                        let lss = rec.source.lss();
+                        let ckd = self.record.volumes.get(&rec.source).is_some_and(|v| v.stgtype() == StorageType::Ckd);
+                        let secs = if ckd { FREEZE_TIMEOUT_CKD } else { FREEZE_TIMEOUT_FB };
+                        self.flash.freeze_gate_state().freeze(lss, std::time::Duration::from_secs(secs as u64));
+                    }
+                }
+            }
             Err(e) => {
                 for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
                     o.result = Err(e.clone());

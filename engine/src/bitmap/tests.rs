@@ -103,7 +103,12 @@ fn epochs_flip_under_concurrent_writers_lose_nothing() {
                 while stop.load(Ordering::SeqCst) == 0 {
                     let start = rng.next(tracks - 8);
                     let r = start..start + 1 + rng.next(7);
-                    write(&j, &mem, r.clone());
+                    let g = j.mark(r.clone()).unwrap();
+                    // Widen the window between mark and in-memory bits, where a flip that
+                    // did not wait for the guard would lose the mark.
+                    std::thread::yield_now();
+                    mem.lock().unwrap().insert_range(r.clone());
+                    drop(g);
                     done.lock().unwrap().insert_range(r);
                 }
             })

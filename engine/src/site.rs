@@ -147,13 +147,30 @@ impl Site {
         self.images().values().flat_map(|i| i.volumes().map(|v| v.key().clone()).collect::<Vec<_>>()).collect()
     }
 
-    /// Make every volume's data durable (shutdown).
+    /// Shutdown: every volume's data durable, then each image's FlashCopy state
+    /// checkpointed and its journals closed clean (host I/O and copier have stopped).
     pub fn flush_all(&self) {
-        let vols: Vec<Arc<Volume>> =
-            self.images().values().flat_map(|i| i.volumes().cloned().collect::<Vec<_>>()).collect();
-        for v in vols {
-            if let Err(e) = v.flush() {
-                tracing::error!("flush of {} failed: {e}", v.key());
+        let images = self.images();
+        for image in images.values() {
+            for v in image.volumes() {
+                if let Err(e) = v.flush() {
+                    tracing::error!("flush of {} failed: {e}", v.key());
+                }
+            }
+            if let Err(e) = image.flash().close_clean() {
+                tracing::error!("{}: closing the FlashCopy journals failed: {e}", image.id());
+            }
+        }
+    }
+
+    /// Checkpoint the FlashCopy bitmaps of every image (periodically, off the I/O path), so
+    /// journals and activity logs stay small and recovery short.
+    pub fn checkpoint(&self) {
+        let flashes: Vec<(ImageId, Arc<crate::flash::ImageFlash>)> =
+            self.images().iter().map(|(id, i)| (id.clone(), i.flash().clone())).collect();
+        for (id, f) in flashes {
+            if let Err(e) = f.checkpoint() {
+                tracing::error!("{id}: FlashCopy checkpoint failed: {e}");
             }
         }
     }

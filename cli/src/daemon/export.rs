@@ -56,7 +56,7 @@ impl Export for VolumeExport {
         self.flash.write(&self.vol, offset, data, fua)
     }
     fn flush(&self) -> io::Result<()> {
-        self.vol.flush()
+        self.flash.flush(&self.vol)
     }
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         self.flash.trim(&self.vol, offset, len)

@@ -375,6 +375,13 @@ impl PersistentBitset {
     /// Make the bits durable and mark the header clean. What recovery then returns is
     /// exactly the bits still set (empty if the caller ended its last epoch with no writes
     /// since).
+    /// Write the clean mark without giving the file up (shutdown of a shared owner); the
+    /// next [`claim`](Self::claim) marks it in use again.
+    pub fn mark_clean(&self) -> Result<()> {
+        self.sync()?;
+        write_header(&self.file, &self.cfg, true, &self.cfg.path.display())
+    }
+
     pub fn close_clean(self) -> Result<()> {
         self.sync()?;
         write_header(&self.file, &self.cfg, true, &self.cfg.path.display())

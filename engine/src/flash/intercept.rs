@@ -125,7 +125,14 @@ impl ImageFlash {
                 copy_track(rel, t)?;
             }
         }
-        // 7. change recording.
+        // 7. journal, then change recording: the intent bits are set before the in-memory
+        // bits and before the data write is submitted (kill -9 safe).
+        let recording = roles.as_source.iter().chain(roles.as_target.iter()).any(|r| r.state().record.options.record);
+        let journal = if recording { self.journal(vol.handle()) } else { None };
+        let mark = match &journal {
+            Some(j) => Some(j.mark(r.clone()).map_err(|e| io::Error::other(e.to_string()))?),
+            None => None,
+        };
         for rel in &roles.as_source {
             let mut st = rel.state();
             if st.record.options.record {
@@ -138,8 +145,24 @@ impl ImageFlash {
                 st.tgt_changes.insert_range(r.clone());
             }
         }
-        // 8. the data.
-        if cow_after { Ok(()) } else { self.data(vol, offset, change) }
+        drop(mark);
+        // 8. the data; FUA also makes the journal's log durable.
+        if !cow_after {
+            self.data(vol, offset, change)?;
+        }
+        if let (Change::Write { fua: true, .. }, Some(j)) = (change, &journal) {
+            j.flush_point().map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// FLUSH: the volume's data and its journal's log durable.
+    pub fn flush(&self, vol: &Volume) -> io::Result<()> {
+        vol.flush()?;
+        if let Some(j) = self.journal(vol.handle()) {
+            j.flush_point().map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn data(&self, vol: &Volume, offset: u64, change: Change<'_>) -> io::Result<()> {
@@ -217,9 +240,6 @@ pub(crate) fn copy_track(rel: &Arc<Relationship>, t: TrackNo) -> io::Result<()> 
         );
         return Err(e);
     }
-    let mut st = rel.state();
-    if st.target_bits.remove(t) {
-        st.copied += 1;
-    }
+    rel.mark_copied(t.0..t.0 + 1)?;
     Ok(())
 }

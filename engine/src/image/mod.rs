@@ -85,7 +85,9 @@ impl Image {
         catalog::store(&tmp, &record)?;
         fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
         catalog::sync_dir(home)?;
-        Ok(Image { record, dir, io, volumes: BTreeMap::new(), devices: BTreeMap::new(), flash: Arc::default() })
+        let flash: Arc<ImageFlash> = Arc::default();
+        flash.set_store(crate::flash::persist::FlashStore::new(&dir, io.clone())?);
+        Ok(Image { record, dir, io, volumes: BTreeMap::new(), devices: BTreeMap::new(), flash })
     }
 
     /// Open an image directory: load the catalog, open device pools and volumes, delete
@@ -112,6 +114,7 @@ impl Image {
             let vol = image.open_volume(&image.record.volumes[&id])?;
             image.volumes.insert(id, vol);
         }
+        image.flash.set_store(crate::flash::persist::FlashStore::new(dir, image.io.clone())?);
         image.restore_flash()?;
         Ok(image)
     }
@@ -221,6 +224,8 @@ impl Image {
             }
         }
         let _ = fs::remove_dir(self.dir.join("pools"));
+        // FlashCopy journals and checkpoints: all flashtrack's own files.
+        let _ = fs::remove_dir_all(self.dir.join("flash"));
         let cat = self.dir.join(catalog::CATALOG_FILE);
         fs::remove_file(&cat).map_err(|e| Error::io(cat.display(), &e))?;
         fs::remove_dir(&self.dir).map_err(|e| Error::io(self.dir.display(), &e))?;

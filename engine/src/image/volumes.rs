@@ -248,6 +248,9 @@ impl Image {
         next.volumes.remove(&id);
         self.commit(next)?;
         if let Some(vol) = self.volumes.remove(&id) {
+            if let Some(store) = self.flash.store() {
+                store.remove_journal(&vol);
+            }
             if let BackingRecord::File { path } = &rec.backing
                 && let Err(e) = std::fs::remove_file(self.resolve(path))
             {

@@ -163,8 +163,11 @@ impl Volume {
         use crate::geometry::{TRACK_BYTES, TrackNo};
         use crate::io::Op;
         let g = self.geometry;
-        let spans: Vec<(u64, usize)> =
-            run.clone().map(|t| (t as u64 * TRACK_BYTES, g.track_data_len(TrackNo(t)) as usize)).filter(|s| s.1 > 0).collect();
+        let spans: Vec<(u64, usize)> = run
+            .clone()
+            .map(|t| (t as u64 * TRACK_BYTES, g.track_data_len(TrackNo(t)) as usize))
+            .filter(|s| s.1 > 0)
+            .collect();
         let (Some(src), Some(dfd)) = (self.backing.file_fd(), dst.backing.file_fd()) else {
             let mut buf = vec![0u8; TRACK_BYTES as usize];
             for (off, len) in spans {

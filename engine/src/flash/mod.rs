@@ -201,13 +201,13 @@ impl ImageFlash {
             st.record.synced = now;
             st.target_bits.len()
         };
-        if let (Some(c), Some(tok)) = (&rel.copied, token) {
-            if let Err(e) = c.end_epoch(tok) {
-                // Stale copied bits next to the new checkpoint could hide tracks that need
-                // copying after a crash: say so rather than risk a wrong T0.
-                tracing::error!("resync {}:{}: clearing the copied set failed: {e}", rel.ids().0, rel.ids().1);
-                rel.state().record.state = relationship::FlashState::ValidationRequired;
-            }
+        if let (Some(c), Some(tok)) = (&rel.copied, token)
+            && let Err(e) = c.end_epoch(tok)
+        {
+            // Stale copied bits next to the new checkpoint could hide tracks that need
+            // copying after a crash: say so rather than risk a wrong T0.
+            tracing::error!("resync {}:{}: clearing the copied set failed: {e}", rel.ids().0, rel.ids().1);
+            rel.state().record.state = relationship::FlashState::ValidationRequired;
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.kick();

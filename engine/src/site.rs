@@ -116,7 +116,12 @@ impl Site {
                 if active {
                     worked = true;
                     match flash.copy_next_run(&rel, cursor) {
-                        Ok(Some(next)) => rel.state().cursor = next,
+                        Ok(Some(next)) => {
+                            rel.state().cursor = next;
+                            if rel.state().target_bits.is_empty() {
+                                flash.kick(); // waiters (-wait) see the copy finish at once
+                            }
+                        }
                         Ok(None) => {}
                         Err(e) => tracing::error!("{id}: copy {}:{} failed: {e}", rel.ids().0, rel.ids().1),
                     }
@@ -185,6 +190,10 @@ impl Site {
 
     fn dispatch(&self, req: Request) -> Result<Reply> {
         let now = now();
+        // Waiting must not hold the site lock: the copier and every other request need it.
+        if let Request::FlashWait { image, pairs, timeout_ms } = req {
+            return self.flash_wait(&image, &pairs, timeout_ms);
+        }
         let mut images = self.images();
         macro_rules! img {
             ($id:expr) => {
@@ -290,6 +299,27 @@ fn log_items(image: &ImageId, what: &str, items: &[ItemOutcome]) {
 /// Wall clock in unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Site {
+    /// `-wait`: poll the pairs' state (briefly under the site lock) until none copies any
+    /// more or the timeout passes, sleeping on the copier's progress signal in between.
+    fn flash_wait(&self, image: &ImageId, pairs: &[(crate::id::VolumeId, crate::id::VolumeId)], timeout_ms: u64) -> Result<Reply> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        loop {
+            let seen = crate::flash::work_count();
+            let views: Vec<crate::control::FlashView> = {
+                let images = self.images();
+                let img = images.get(image).ok_or_else(|| Error::new(ErrorKind::ImageNotFound, image, "no such storage image"))?;
+                img.flash_views().into_iter().filter(|v| pairs.contains(&(v.record.source, v.record.target))).collect()
+            };
+            let now = std::time::Instant::now();
+            if !views.iter().any(|v| v.active_copy) || now >= deadline {
+                return Ok(Reply::Flash(views));
+            }
+            crate::flash::wait_work(seen, (deadline - now).min(std::time::Duration::from_millis(100)));
+        }
+    }
 }
 
 /// The image a FlashCopy request is addressed to.

@@ -38,7 +38,6 @@ impl Image {
             Request::FlashReverse { pairs, options, fast, seqnum, .. } => Reply::Items(
                 self.per_pair(&pairs, |img, rel| img.flash_reverse(rel, options.clone(), fast, seqnum, now)),
             ),
-            Request::FlashWait { pairs, timeout_ms, .. } => Reply::Flash(self.flash_wait(&pairs, timeout_ms)),
             Request::FlashUnfreeze { lss, .. } => Reply::Items(
                 lss.iter()
                     .map(|&l| ItemOutcome {
@@ -392,24 +391,6 @@ impl Image {
             store.remove_relationship(s, t);
         }
         Ok(())
-    }
-
-    fn flash_wait(&self, pairs: &[(VolumeId, VolumeId)], timeout_ms: u64) -> Vec<FlashView> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
-        loop {
-            let views: Vec<FlashView> = self
-                .flash_views()
-                .into_iter()
-                .filter(|v| pairs.contains(&(v.record.source, v.record.target)))
-                .collect();
-            let busy = views.iter().any(|v| v.active_copy);
-            let now = std::time::Instant::now();
-            if !busy || now >= deadline {
-                return views;
-            }
-            let seen = self.flash.work_count();
-            self.flash.wait_work(seen, (deadline - now).min(std::time::Duration::from_millis(50)));
-        }
     }
 
     pub fn flash_views(&self) -> Vec<FlashView> {

@@ -56,8 +56,8 @@ impl Site {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            if name.starts_with('.') && name.ends_with(".tmp") && path.is_dir() {
-                // An image whose creation did not finish.
+            if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".removing")) && path.is_dir() {
+                // An image whose creation or removal did not finish.
                 tracing::warn!("removing half-made image {}", path.display());
                 let _ = fs::remove_dir_all(&path);
                 continue;
@@ -92,11 +92,14 @@ impl Site {
         self.images().get(&key.image).and_then(|i| i.volume(key.volume).cloned())
     }
 
-    /// A volume and its image's FlashCopy intercept: the host path.
-    pub fn host(&self, key: &VolumeKey) -> Option<(Arc<Volume>, Arc<crate::flash::ImageFlash>)> {
+    /// Open a host session on a volume, with its image's FlashCopy intercept: the host
+    /// path. The session is taken under the site lock, so a remove (which checks sessions
+    /// under the same lock) can never delete a volume a host is about to use.
+    pub fn open_host(&self, key: &VolumeKey) -> Option<(crate::volume::SessionGuard, Arc<crate::flash::ImageFlash>)> {
         let images = self.images();
         let image = images.get(&key.image)?;
-        Some((image.volume(key.volume)?.clone(), image.flash().clone()))
+        let vol = image.volume(key.volume)?;
+        Some((vol.open_session(), image.flash().clone()))
     }
 
     /// One pass of background copying over every image: at most one run per relationship
@@ -219,14 +222,15 @@ impl Site {
             Request::ImageList => Reply::Images(images.values().map(Image::view).collect()),
             Request::ImageRemove { id } => {
                 let image = images
-                    .remove(&id)
+                    .get(&id)
                     .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, &id, "no such storage image"))?;
-                if !image.record().volumes.is_empty() {
-                    let e = Error::new(ErrorKind::ImageHasVolumes, &id, "storage image still has volumes");
-                    images.insert(id, image);
+                if let Some(e) = image.removal_blocker() {
                     return Err(e);
                 }
-                image.destroy()?;
+                let image = images
+                    .remove(&id)
+                    .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, &id, "no such storage image"))?;
+                image.destroy(&self.home)?;
                 tracing::info!("removed storage image {id}");
                 Reply::Done
             }
@@ -304,13 +308,20 @@ pub fn now() -> i64 {
 impl Site {
     /// `-wait`: poll the pairs' state (briefly under the site lock) until none copies any
     /// more or the timeout passes, sleeping on the copier's progress signal in between.
-    fn flash_wait(&self, image: &ImageId, pairs: &[(crate::id::VolumeId, crate::id::VolumeId)], timeout_ms: u64) -> Result<Reply> {
+    fn flash_wait(
+        &self,
+        image: &ImageId,
+        pairs: &[(crate::id::VolumeId, crate::id::VolumeId)],
+        timeout_ms: u64,
+    ) -> Result<Reply> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
         loop {
             let seen = crate::flash::work_count();
             let views: Vec<crate::control::FlashView> = {
                 let images = self.images();
-                let img = images.get(image).ok_or_else(|| Error::new(ErrorKind::ImageNotFound, image, "no such storage image"))?;
+                let img = images
+                    .get(image)
+                    .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, image, "no such storage image"))?;
                 img.flash_views().into_iter().filter(|v| pairs.contains(&(v.record.source, v.record.target))).collect()
             };
             let now = std::time::Instant::now();

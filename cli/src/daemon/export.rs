@@ -23,8 +23,8 @@ impl SiteExports {
 impl ExportCatalog for SiteExports {
     fn open(&self, name: &str) -> Option<Arc<dyn Export>> {
         let key: VolumeKey = name.parse().ok()?;
-        let (vol, flash) = self.site.host(&key)?;
-        let session = vol.open_session();
+        let (session, flash) = self.site.open_host(&key)?;
+        let vol = Arc::clone(session.volume());
         Some(Arc::new(VolumeExport { vol, flash, _session: session }))
     }
 

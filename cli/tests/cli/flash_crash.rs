@@ -90,14 +90,34 @@ fn kill9_while_writing_and_copying_loses_no_change() {
             wait_copied(&d, &img);
         } else {
             let v = view(&d, &img, 0);
-            assert_eq!(v.record.state, FlashState::Valid, "round {round}: a process crash must not invalidate the pair");
-            all_ok(d.ok(Request::FlashResync { image: img.clone(), pairs: pair(), options: options.clone(), seqnum: None }));
+            assert_eq!(
+                v.record.state,
+                FlashState::Valid,
+                "round {round}: a process crash must not invalidate the pair"
+            );
+            all_ok(d.ok(Request::FlashResync {
+                image: img.clone(),
+                pairs: pair(),
+                options: options.clone(),
+                seqnum: None,
+            }));
             let v = wait_copied(&d, &img);
             let marked = v.copied;
             let most: BTreeSet<u64> = acked.union(&inflight).copied().collect();
-            assert!(marked >= acked.len() as u64, "round {round}: {} acknowledged tracks but only {marked} marked", acked.len());
-            assert!(marked <= most.len() as u64, "round {round}: {marked} marked but only {} written or in flight", most.len());
-            assert!(read_all(&d, SRC) == read_all(&d, TGT), "round {round}: target differs from source after the resync");
+            assert!(
+                marked >= acked.len() as u64,
+                "round {round}: {} acknowledged tracks but only {marked} marked",
+                acked.len()
+            );
+            assert!(
+                marked <= most.len() as u64,
+                "round {round}: {marked} marked but only {} written or in flight",
+                most.len()
+            );
+            assert!(
+                read_all(&d, SRC) == read_all(&d, TGT),
+                "round {round}: target differs from source after the resync"
+            );
             acked.clear();
             inflight.clear();
         }
@@ -118,7 +138,8 @@ fn kill9_while_writing_and_copying_loses_no_change() {
                     s ^= s << 17;
                     let t = s % TRACKS;
                     let partial = s % 3 == 0;
-                    let (off, len) = if partial { (t * TRACK_BYTES + 4096, 8192) } else { (t * TRACK_BYTES, TRACK_BYTES) };
+                    let (off, len) =
+                        if partial { (t * TRACK_BYTES + 4096, 8192) } else { (t * TRACK_BYTES, TRACK_BYTES) };
                     log.lock().unwrap().1.insert(t);
                     if c.write(off, &vec![(s >> 24) as u8 | 1; len as usize], s % 5 == 0).is_err() {
                         break;

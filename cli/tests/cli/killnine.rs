@@ -65,7 +65,6 @@ fn kill9_during_volume_commands_keeps_a_sound_catalog() {
             let mut client = d.client();
             std::thread::spawn(move || {
                 for (n, (vol, kind)) in ops.into_iter().enumerate() {
-                    let create = kind == 0;
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }

@@ -11,3 +11,5 @@ cargo test --workspace --locked
 echo "== integration tests again on the pread/pwrite backend"
 FLASHTRACK_IO=sync cargo test --locked -p flashtrack --test it
 FLASHTRACK_IO=sync cargo test --locked -p flashtrack-cli --test cli
+echo "== crash at every FlashCopy ordering point (flashd built with failpoints)"
+cargo test --locked -p flashtrack-cli --features failpoints --test cli failpoint

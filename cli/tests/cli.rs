@@ -6,6 +6,8 @@ mod daemon_e2e;
 mod flash_crash;
 #[path = "cli/flash_e2e.rs"]
 mod flash_e2e;
+#[path = "cli/flash_failpoints.rs"]
+mod flash_failpoints;
 #[path = "cli/golden.rs"]
 mod golden;
 #[path = "cli/killnine.rs"]

@@ -20,6 +20,11 @@ pub struct Daemon {
 impl Daemon {
     /// Start `flashd run` on `home` and wait until its control socket answers.
     pub fn start(home: &Path) -> Daemon {
+        Daemon::start_env(home, &[])
+    }
+
+    /// Like `start`, with extra environment for flashd (failpoints, boot ID).
+    pub fn start_env(home: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("test-stderr.log")).unwrap();
         let child = Command::new(flashd_bin())
             .args(["run", "--home"])
@@ -27,11 +32,17 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawn flashd");
-        let d = Daemon { home: home.to_path_buf(), child: Some(child) };
+        let mut d = Daemon { home: home.to_path_buf(), child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            // A failpoint may stop it during start (recovery writes a checkpoint): the
+            // caller sees that through `wait_exit`.
+            if !env.is_empty() && d.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                return d;
+            }
             if let Ok(mut c) = Client::connect(&home.join("control.sock"))
                 && matches!(c.call(Request::Hello), Ok(Response::Ok(_)))
             {
@@ -55,6 +66,21 @@ impl Daemon {
 
     pub fn nbd_sock(&self) -> PathBuf {
         self.home.join("nbd.sock")
+    }
+
+    /// Wait for flashd to exit by itself (an aborting failpoint); true if it did in time.
+    pub fn wait_exit(mut self, timeout: Duration) -> bool {
+        let Some(mut c) = self.child.take() else { return true };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
     }
 
     /// kill -9, as a crash.

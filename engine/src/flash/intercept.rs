@@ -115,6 +115,9 @@ impl ImageFlash {
                 }
             }
         }
+        if !roles.as_source.is_empty() {
+            crate::bitmap::fail_point("cow-before-source-write").map_err(|e| io::Error::other(e.to_string()))?;
+        }
         // 6. fill target tracks that a partial write would otherwise leave half T0.
         if let Some(rel) = &roles.as_target {
             for t in pending(rel, &r) {
@@ -146,6 +149,7 @@ impl ImageFlash {
             }
         }
         drop(mark);
+        crate::bitmap::fail_point("intercept-intent-set").map_err(|e| io::Error::other(e.to_string()))?;
         // 8. the data; FUA also makes the journal's log durable.
         if !cow_after {
             self.data(vol, offset, change)?;
@@ -240,6 +244,7 @@ pub(crate) fn copy_track(rel: &Arc<Relationship>, t: TrackNo) -> io::Result<()> 
         );
         return Err(e);
     }
+    crate::bitmap::fail_point("cow-target-written").map_err(|e| io::Error::other(e.to_string()))?;
     rel.mark_copied(t.0..t.0 + 1)?;
     Ok(())
 }

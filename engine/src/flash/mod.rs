@@ -179,6 +179,7 @@ impl ImageFlash {
             None => None,
         };
         persist(&next)?;
+        crate::bitmap::fail_point("resync-persisted")?;
         if let Some(store) = self.store() {
             let (s, t) = rel.ids();
             let empty = TrackBitmap::new();
@@ -189,6 +190,7 @@ impl ImageFlash {
                 &[next.clone(), empty.clone(), empty],
             )?;
         }
+        crate::bitmap::fail_point("resync-checkpointed")?;
         let count = {
             let mut st = rel.state();
             st.src_changes.clear();

@@ -17,6 +17,13 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// How to open a site.
+#[derive(Debug, Clone, Default)]
+pub struct SiteOptions {
+    /// Own journal files as this boot ID instead of the kernel's (a simulated reboot).
+    pub boot_id: Option<String>,
+}
+
 /// Lock file of a site home.
 pub const LOCK_FILE: &str = "flashd.lock";
 
@@ -25,6 +32,7 @@ pub struct Site {
     home: PathBuf,
     io: Arc<dyn IoEngine>,
     images: Mutex<BTreeMap<ImageId, Image>>,
+    opts: SiteOptions,
     /// Held for the site's lifetime: the exclusive lock on `LOCK_FILE`.
     _lock: File,
 }
@@ -33,6 +41,11 @@ impl Site {
     /// Lock and open the home (creating it if needed). Fails with `HomeLocked` when another
     /// process owns it.
     pub fn open(home: &Path, io: Arc<dyn IoEngine>) -> Result<Site> {
+        Site::open_opts(home, io, SiteOptions::default())
+    }
+
+    /// `open` with options (tests simulate a reboot with another boot ID).
+    pub fn open_opts(home: &Path, io: Arc<dyn IoEngine>, opts: SiteOptions) -> Result<Site> {
         // Private when we make it: the home's sockets give full control of the site.
         std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
             .create(home)
@@ -66,11 +79,11 @@ impl Site {
             if !path.is_dir() {
                 continue;
             }
-            let image = Image::open(&path, io.clone())?;
+            let image = Image::open(&path, io.clone(), opts.boot_id.clone())?;
             tracing::info!("opened storage image {id} ({} volumes)", image.record().volumes.len());
             images.insert(id, image);
         }
-        Ok(Site { home: home.to_path_buf(), io, images: Mutex::new(images), _lock: lock })
+        Ok(Site { home: home.to_path_buf(), io, images: Mutex::new(images), opts, _lock: lock })
     }
 
     pub fn home(&self) -> &Path {
@@ -100,6 +113,11 @@ impl Site {
         let image = images.get(&key.image)?;
         let vol = image.volume(key.volume)?;
         Some((vol.open_session(), image.flash().clone()))
+    }
+
+    /// An image's FlashCopy side (tests and tools that look at bitmaps).
+    pub fn flash_of(&self, image: &ImageId) -> Option<Arc<crate::flash::ImageFlash>> {
+        self.images().get(image).map(|i| i.flash().clone())
     }
 
     /// One pass of background copying over every image: at most one run per relationship
@@ -214,7 +232,7 @@ impl Site {
                 if images.contains_key(&id) {
                     return Err(Error::new(ErrorKind::ImageExists, &id, "storage image already exists"));
                 }
-                let image = Image::create(&self.home, &id, self.io.clone(), now)?;
+                let image = Image::create(&self.home, &id, self.io.clone(), now, self.opts.boot_id.clone())?;
                 tracing::info!("created storage image {id}");
                 images.insert(id, image);
                 Reply::Done

@@ -37,6 +37,8 @@ pub const BOOT_ID_ENV: &str = "FLASHTRACK_BOOT_ID";
 pub struct FlashStore {
     pub dir: PathBuf,
     pub io: Arc<dyn IoEngine>,
+    /// Boot ID to own files as (None: `FLASHTRACK_BOOT_ID`, else the kernel's).
+    pub boot: Option<String>,
 }
 
 pub fn boot_id() -> Result<String> {
@@ -55,10 +57,17 @@ fn tracks_u32(v: &Volume) -> u32 {
 }
 
 impl FlashStore {
-    pub fn new(image_dir: &Path, io: Arc<dyn IoEngine>) -> Result<FlashStore> {
+    pub fn new(image_dir: &Path, io: Arc<dyn IoEngine>, boot: Option<String>) -> Result<FlashStore> {
         let dir = image_dir.join("flash");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), &e))?;
-        Ok(FlashStore { dir, io })
+        Ok(FlashStore { dir, io, boot })
+    }
+
+    fn boot_id(&self) -> Result<String> {
+        match &self.boot {
+            Some(b) => Ok(b.clone()),
+            None => boot_id(),
+        }
     }
 
     fn journal_config(&self, v: &Volume) -> Result<JournalConfig> {
@@ -67,7 +76,7 @@ impl FlashStore {
             name: v.key().volume.to_string(),
             tag: v.key().to_string(),
             tracks: tracks_u32(v),
-            boot_id: Some(boot_id()?),
+            boot_id: Some(self.boot_id()?),
         })
     }
 
@@ -77,7 +86,7 @@ impl FlashStore {
             role: BitsetRole::Copied,
             tag: format!("{}:{t}", rel_source.key()),
             tracks: tracks_u32(rel_source),
-            boot_id: boot_id()?,
+            boot_id: self.boot_id()?,
         })
     }
 

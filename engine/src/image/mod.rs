@@ -44,7 +44,7 @@ impl Image {
     /// Make a new image directory under `home` with default pools P0/P1 (fb) and P2/P3 (ckd).
     /// Built in a hidden temporary directory and renamed into place, so a crash never leaves a
     /// half-made image (recovery removes the temporary).
-    pub fn create(home: &Path, id: &ImageId, io: Arc<dyn IoEngine>, now: i64) -> Result<Image> {
+    pub fn create(home: &Path, id: &ImageId, io: Arc<dyn IoEngine>, now: i64, boot: Option<String>) -> Result<Image> {
         let dir = home.join(id.to_string());
         if dir.exists() {
             return Err(Error::new(ErrorKind::ImageExists, id, "storage image already exists"));
@@ -86,13 +86,13 @@ impl Image {
         fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
         catalog::sync_dir(home)?;
         let flash: Arc<ImageFlash> = Arc::default();
-        flash.set_store(crate::flash::persist::FlashStore::new(&dir, io.clone())?);
+        flash.set_store(crate::flash::persist::FlashStore::new(&dir, io.clone(), boot)?);
         Ok(Image { record, dir, io, volumes: BTreeMap::new(), devices: BTreeMap::new(), flash })
     }
 
     /// Open an image directory: load the catalog, open device pools and volumes, delete
     /// orphaned backing files.
-    pub fn open(dir: &Path, io: Arc<dyn IoEngine>) -> Result<Image> {
+    pub fn open(dir: &Path, io: Arc<dyn IoEngine>, boot: Option<String>) -> Result<Image> {
         let record = catalog::load(dir)?;
         let mut image = Image {
             record,
@@ -114,7 +114,7 @@ impl Image {
             let vol = image.open_volume(&image.record.volumes[&id])?;
             image.volumes.insert(id, vol);
         }
-        image.flash.set_store(crate::flash::persist::FlashStore::new(dir, image.io.clone())?);
+        image.flash.set_store(crate::flash::persist::FlashStore::new(dir, image.io.clone(), boot)?);
         image.restore_flash()?;
         Ok(image)
     }

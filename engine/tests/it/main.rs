@@ -1,4 +1,5 @@
 //! The engine's one integration test binary (ripgrep style): modules by subject.
 
 mod fixture;
+mod flash_power;
 mod site;

@@ -161,13 +161,18 @@ impl ImageFlash {
         rel: &Relationship,
         options: FlashOptions,
         now: i64,
+        full: bool,
         persist: impl FnOnce(&TrackBitmap) -> Result<(), E>,
     ) -> Result<u64, E> {
         let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
         let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (next, generation) = {
             let mut st = rel.state();
-            let next = resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes);
+            let next = if full {
+                TrackBitmap::full(rel.tracks())
+            } else {
+                resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes)
+            };
             if mutant::is(mutant::Mutant::ClearBeforePersist) {
                 st.src_changes.clear();
                 st.tgt_changes.clear();
@@ -201,6 +206,7 @@ impl ImageFlash {
             st.cursor = 0;
             st.record.options = options;
             st.record.synced = now;
+            st.record.state = relationship::FlashState::Valid;
             st.target_bits.len()
         };
         if let (Some(c), Some(tok)) = (&rel.copied, token)

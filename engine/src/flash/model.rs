@@ -163,7 +163,7 @@ impl World {
                 let m = &mut self.rels[i];
                 let expected: BTreeSet<u32> = m.bits.union(&m.written).copied().collect();
                 let options = m.engine.state().record.options.clone();
-                let r = self.flash.resync(&m.engine, options, 1, |_next: &TrackBitmap| {
+                let r = self.flash.resync(&m.engine, options, 1, false, |_next: &TrackBitmap| {
                     if fail_persist {
                         Err(crate::error::Error::new(crate::error::ErrorKind::Io, "model", "injected"))
                     } else {

@@ -303,9 +303,9 @@ impl Image {
                 "the relationship does not record changes (-record -persist)",
             ));
         }
-        if current.state != FlashState::Valid {
-            return Err(Error::new(ErrorKind::FlashStateInvalid, pair_name(s, t), "the relationship is not valid"));
-        }
+        // After `Tgt Failed` or `Validation Required` the change recording cannot be trusted:
+        // the resync is a full copy, which makes the pair valid again.
+        let full = current.state != FlashState::Valid;
         // `-record` alone keeps persistence; the given parameters replace the others.
         if options.record {
             options.persist = true;
@@ -316,12 +316,13 @@ impl Image {
         let mut rec = current.clone();
         rec.options = options.clone();
         rec.synced = now;
+        rec.state = FlashState::Valid;
         let mut next = self.flash_catalog(&[], &[]);
         if let Some(r) = next.flash.iter_mut().find(|r| (r.source, r.target) == (s, t)) {
             *r = rec;
         }
         let dir = self.dir.clone();
-        self.flash.resync(rel, options, now, |_bits| super::catalog::store(&dir, &next))?;
+        self.flash.resync(rel, options, now, full, |_bits| super::catalog::store(&dir, &next))?;
         self.record = next;
         Ok(())
     }

@@ -2,4 +2,5 @@
 
 mod fixture;
 mod flash_power;
+mod flash_tgtfailed;
 mod site;

@@ -89,27 +89,67 @@ pub enum Request {
     },
     /// `mkflash`: one outcome per pair, each all or nothing. With `options.freeze`, the
     /// whole command is one consistency group: every pair is established or none.
-    FlashCreate { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, options: FlashOptions },
+    FlashCreate {
+        image: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        options: FlashOptions,
+    },
     /// `lsflash` (the cli filters).
-    FlashList { image: ImageId },
+    FlashList {
+        image: ImageId,
+    },
     /// `rmflash`.
-    FlashRemove { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, withdraw: Withdraw },
+    FlashRemove {
+        image: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        withdraw: Withdraw,
+    },
     /// `resyncflash`: the given options replace the relationship's (`-record` alone keeps
     /// persistence). `seqnum` = the relationship must carry this sequence number.
-    FlashResync { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, options: FlashOptions, seqnum: Option<u32> },
+    FlashResync {
+        image: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        options: FlashOptions,
+        seqnum: Option<u32>,
+    },
     /// `reverseflash`: pairs as the existing relationship names them (source:target).
-    FlashReverse { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, options: FlashOptions, fast: bool, seqnum: Option<u32> },
+    FlashReverse {
+        image: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        options: FlashOptions,
+        fast: bool,
+        seqnum: Option<u32>,
+    },
     /// `setflashrevertible`.
-    FlashSetRevertible { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, seqnum: Option<u32> },
+    FlashSetRevertible {
+        image: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        seqnum: Option<u32>,
+    },
     /// `commitflash` (pairs named by source volume).
-    FlashCommit { image: ImageId, sources: Vec<VolumeId>, seqnum: Option<u32> },
+    FlashCommit {
+        image: ImageId,
+        sources: Vec<VolumeId>,
+        seqnum: Option<u32>,
+    },
     /// `revertflash` (pairs named by source volume).
-    FlashRevert { image: ImageId, sources: Vec<VolumeId>, seqnum: Option<u32> },
+    FlashRevert {
+        image: ImageId,
+        sources: Vec<VolumeId>,
+        seqnum: Option<u32>,
+    },
     /// `unfreezeflash`: thaw the FlashCopy consistency group of each LSS.
-    FlashUnfreeze { image: ImageId, lss: Vec<LssId> },
+    FlashUnfreeze {
+        image: ImageId,
+        lss: Vec<LssId>,
+    },
     /// Wait until each pair has no out-of-sync tracks (or is gone), or `timeout_ms` passes;
     /// answers `Flash` with the pairs' state either way (`-wait` and its progress bar).
-    FlashWait { image: ImageId, pairs: Vec<(VolumeId, VolumeId)>, timeout_ms: u64 },
+    FlashWait {
+        image: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        timeout_ms: u64,
+    },
     /// Orderly shutdown of the daemon (as SIGTERM).
     Shutdown,
 }

@@ -92,6 +92,56 @@ impl Site {
         self.images().get(&key.image).and_then(|i| i.volume(key.volume).cloned())
     }
 
+    /// A volume and its image's FlashCopy intercept: the host path.
+    pub fn host(&self, key: &VolumeKey) -> Option<(Arc<Volume>, Arc<crate::flash::ImageFlash>)> {
+        let images = self.images();
+        let image = images.get(&key.image)?;
+        Some((image.volume(key.volume)?.clone(), image.flash().clone()))
+    }
+
+    /// One pass of background copying over every image: at most one run per relationship
+    /// that has copying to do; finished relationships (non-persistent COPY, `rmflash -cp`)
+    /// are withdrawn. Returns whether there was work. The site lock is not held while
+    /// copying, so control requests and host I/O go on.
+    pub fn copy_pass(&self) -> bool {
+        let flashes: Vec<(ImageId, Arc<crate::flash::ImageFlash>)> =
+            self.images().iter().map(|(id, i)| (id.clone(), i.flash().clone())).collect();
+        let mut worked = false;
+        for (id, flash) in flashes {
+            for rel in flash.relationships() {
+                let (active, cursor) = {
+                    let st = rel.state();
+                    (st.copy_active(), st.cursor)
+                };
+                if active {
+                    worked = true;
+                    match flash.copy_next_run(&rel, cursor) {
+                        Ok(Some(next)) => rel.state().cursor = next,
+                        Ok(None) => {}
+                        Err(e) => tracing::error!("{id}: copy {}:{} failed: {e}", rel.ids().0, rel.ids().1),
+                    }
+                }
+                if rel.state().finished() {
+                    let mut images = self.images();
+                    if let Some(image) = images.get_mut(&id) {
+                        match image.flash_finish(&rel) {
+                            Ok(()) => {
+                                tracing::info!("{id}: FlashCopy {}:{} copied and ended", rel.ids().0, rel.ids().1)
+                            }
+                            Err(e) => tracing::error!("{id}: ending {}:{} failed: {e}", rel.ids().0, rel.ids().1),
+                        }
+                    }
+                }
+            }
+        }
+        worked
+    }
+
+    /// Block until some image reports new copy work or `timeout` passes.
+    pub fn wait_copy_work(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        crate::flash::wait_work(seen, timeout)
+    }
+
     /// Every volume's key (NBD export list).
     pub fn volume_keys(&self) -> Vec<VolumeKey> {
         self.images().values().flat_map(|i| i.volumes().map(|v| v.key().clone()).collect::<Vec<_>>()).collect()

@@ -1,6 +1,7 @@
 //! The site's volumes as NBD exports: the seam between the NBD server and the engine.
 //! Every host byte goes through `Volume`'s methods (the intercept's front door).
 
+use flashtrack::flash::ImageFlash;
 use flashtrack::id::VolumeKey;
 use flashtrack::nbd::{Export, ExportCatalog};
 use flashtrack::site::Site;
@@ -22,9 +23,9 @@ impl SiteExports {
 impl ExportCatalog for SiteExports {
     fn open(&self, name: &str) -> Option<Arc<dyn Export>> {
         let key: VolumeKey = name.parse().ok()?;
-        let vol = self.site.volume(&key)?;
+        let (vol, flash) = self.site.host(&key)?;
         let session = vol.open_session();
-        Some(Arc::new(VolumeExport { vol, _session: session }))
+        Some(Arc::new(VolumeExport { vol, flash, _session: session }))
     }
 
     fn list(&self) -> Vec<String> {
@@ -36,6 +37,8 @@ impl ExportCatalog for SiteExports {
 #[derive(Debug)]
 struct VolumeExport {
     vol: Arc<Volume>,
+    /// The image's intercept: every host byte passes it (COW, recording, target reads).
+    flash: Arc<ImageFlash>,
     _session: SessionGuard,
 }
 
@@ -47,18 +50,18 @@ impl Export for VolumeExport {
         self.vol.block_size()
     }
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.vol.read(offset, buf)
+        self.flash.read(&self.vol, offset, buf)
     }
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
-        self.vol.write(offset, data, fua)
+        self.flash.write(&self.vol, offset, data, fua)
     }
     fn flush(&self) -> io::Result<()> {
         self.vol.flush()
     }
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.vol.trim(offset, len)
+        self.flash.trim(&self.vol, offset, len)
     }
     fn write_zeroes(&self, offset: u64, len: u64, may_trim: bool) -> io::Result<()> {
-        self.vol.write_zeroes(offset, len, may_trim)
+        self.flash.write_zeroes(&self.vol, offset, len, may_trim)
     }
 }

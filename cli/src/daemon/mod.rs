@@ -90,6 +90,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
         None => None,
     };
+    let copier = Copier::start(site.clone())?;
     let ctl_path = opts.home.join(CONTROL_SOCK);
     let ctl = control::Server::start(&ctl_path, site.clone(), stop_tx)?;
     tracing::info!("ready: control on {}", ctl_path.display());
@@ -98,6 +99,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     tracing::info!("stopping ({why:?})");
     ctl.shutdown();
     nbd.shutdown();
+    copier.stop();
     if let Some(h) = nbd_tcp {
         h.shutdown();
     }
@@ -153,4 +155,33 @@ pub fn default_home() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".local/share/flashtrack")
+}
+
+/// The background copier thread: copy passes while there is work, then sleep until kicked.
+struct Copier {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Copier {
+    fn start(site: Arc<Site>) -> Result<Copier> {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new().name("copier".into()).spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let seen = flashtrack::flash::work_count();
+                if !site.copy_pass() {
+                    site.wait_copy_work(seen, std::time::Duration::from_millis(500));
+                }
+            }
+        })?;
+        Ok(Copier { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        flashtrack::flash::kick_all();
+        let _ = self.thread.join();
+    }
 }

@@ -32,10 +32,12 @@ pub struct ImageFlash {
     locks: RangeLocks,
     rels: RwLock<Vec<Arc<Relationship>>>,
     generation: AtomicU64,
-    /// Bumped whenever there may be new copy work; the copier waits on it.
-    work: Mutex<u64>,
-    work_cv: Condvar,
 }
+
+/// Process-wide copy-work signal: bumped whenever any image may have new copy work; the
+/// copier (one per process) waits on it.
+static WORK: Mutex<u64> = Mutex::new(0);
+static WORK_CV: Condvar = Condvar::new();
 
 /// The relationships a volume takes part in.
 #[derive(Debug, Default)]
@@ -75,23 +77,52 @@ impl ImageFlash {
         roles
     }
 
-    /// Install a relationship under the barrier of both volumes: no host write is in flight
-    /// on either while the target bitmap becomes all ones, so T0 is one instant.
-    pub fn install(&self, rel: Arc<Relationship>) {
-        let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
-        self.rels.write().unwrap_or_else(|p| p.into_inner()).push(rel);
+    /// Install relationships under the barrier of all their volumes: no host write is in
+    /// flight on any of them while the target bitmaps become all ones, so T0 is one instant
+    /// for the whole group (`-freeze` consistency groups). `persist` runs under the barrier
+    /// before anything is installed; if it fails, nothing is.
+    pub fn install_group<E>(
+        &self,
+        rels: Vec<Arc<Relationship>>,
+        persist: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let claims =
+            rels.iter().flat_map(|r| [Claim::whole(r.source.handle()), Claim::whole(r.target.handle())]).collect();
+        let _barrier = self.locks.lock(claims);
+        persist()?;
+        self.rels.write().unwrap_or_else(|p| p.into_inner()).extend(rels);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.kick();
+        Ok(())
     }
 
-    /// Remove a relationship under the barrier; returns it if it was there.
-    pub fn remove(&self, source: u64, target: u64) -> Option<Arc<Relationship>> {
-        let _barrier = self.locks.lock(vec![Claim::whole(source), Claim::whole(target)]);
+    /// Install one relationship (tests and the model).
+    pub fn install(&self, rel: Arc<Relationship>) {
+        let _ = self.install_group(vec![rel], || Ok::<(), ()>(()));
+    }
+
+    /// Remove a relationship under the barrier; `persist` runs under it after the removal
+    /// and, if it fails, the relationship is put back.
+    pub fn remove_with<E>(&self, rel: &Arc<Relationship>, persist: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
         let mut rels = self.rels.write().unwrap_or_else(|p| p.into_inner());
-        let at = rels.iter().position(|r| r.source.handle() == source && r.target.handle() == target)?;
-        let rel = rels.remove(at);
-        rel.state().withdrawn = true;
+        let Some(at) = rels.iter().position(|r| Arc::ptr_eq(r, rel)) else { return Ok(()) };
+        let removed = rels.remove(at);
+        drop(rels);
+        if let Err(e) = persist() {
+            self.rels.write().unwrap_or_else(|p| p.into_inner()).insert(at, removed);
+            return Err(e);
+        }
+        removed.state().withdrawn = true;
         self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Remove a relationship by its volumes (tests and the model).
+    pub fn remove(&self, source: u64, target: u64) -> Option<Arc<Relationship>> {
+        let rel =
+            self.relationships().into_iter().find(|r| r.source.handle() == source && r.target.handle() == target)?;
+        let _ = self.remove_with(&rel, || Ok::<(), ()>(()));
         Some(rel)
     }
 
@@ -151,18 +182,62 @@ impl ImageFlash {
         self.relationships().iter().map(|r| r.state().record.clone()).collect()
     }
 
-    /// Wake the copier.
+    /// Reverse `rel` (its copy is complete): under the barrier the relationship is replaced
+    /// by one running target -> source whose uncopied set is what changed on either side
+    /// since the last increment. `persist` runs under the barrier first.
+    pub fn reverse<E>(
+        &self,
+        rel: &Arc<Relationship>,
+        record: FlashRecord,
+        persist: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
+        persist()?;
+        let mut st = rel.state();
+        let bits = resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes);
+        st.withdrawn = true;
+        drop(st);
+        let reversed = Arc::new(Relationship::new(rel.target.clone(), rel.source.clone(), record, bits));
+        let mut rels = self.rels.write().unwrap_or_else(|p| p.into_inner());
+        rels.retain(|r| !Arc::ptr_eq(r, rel));
+        rels.push(reversed);
+        drop(rels);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.kick();
+        Ok(())
+    }
+
+    pub fn work_count(&self) -> u64 {
+        work_count()
+    }
+
+    /// Wake the copier (and `-wait` waiters).
     pub fn kick(&self) {
-        *self.work.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.work_cv.notify_all();
+        *WORK.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        WORK_CV.notify_all();
     }
 
     /// Wait until `kick` was called after `seen`, or the timeout passes; returns the new count.
     pub fn wait_work(&self, seen: u64, timeout: std::time::Duration) -> u64 {
-        let g = self.work.lock().unwrap_or_else(|p| p.into_inner());
-        let (g, _) = self.work_cv.wait_timeout_while(g, timeout, |n| *n == seen).unwrap_or_else(|p| p.into_inner());
-        *g
+        wait_work(seen, timeout)
     }
+}
+
+/// Wake every waiter (shutdown).
+pub fn kick_all() {
+    *WORK.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    WORK_CV.notify_all();
+}
+
+pub fn work_count() -> u64 {
+    *WORK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Wait until copy work was signalled after `seen`, or the timeout passes.
+pub fn wait_work(seen: u64, timeout: std::time::Duration) -> u64 {
+    let g = WORK.lock().unwrap_or_else(|p| p.into_inner());
+    let (g, _) = WORK_CV.wait_timeout_while(g, timeout, |n| *n == seen).unwrap_or_else(|p| p.into_inner());
+    *g
 }
 
 /// New target bitmap of a resync: what was still uncopied plus what changed on either side.

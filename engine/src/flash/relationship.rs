@@ -71,6 +71,10 @@ pub struct RelState {
     pub copied: u64,
     /// Withdrawn: callers holding an Arc must stop using it.
     pub withdrawn: bool,
+    /// Where the copier continues.
+    pub cursor: u32,
+    /// `rmflash -cp`: remove the relationship when the copy is done.
+    pub remove_when_copied: bool,
 }
 
 #[derive(Debug)]
@@ -92,6 +96,8 @@ impl Relationship {
                 tgt_changes: TrackBitmap::new(),
                 copied: 0,
                 withdrawn: false,
+                cursor: 0,
+                remove_when_copied: false,
             }),
         }
     }
@@ -109,5 +115,22 @@ impl Relationship {
     /// Tracks of the pair (source and target have the same geometry).
     pub fn tracks(&self) -> u64 {
         self.source.geometry().tracks()
+    }
+}
+
+impl RelState {
+    /// Background copy wanted and not finished.
+    pub fn copy_active(&self) -> bool {
+        !self.withdrawn
+            && self.record.state == FlashState::Valid
+            && (!self.record.options.nocopy || self.remove_when_copied)
+            && !self.target_bits.is_empty()
+    }
+
+    /// The relationship has done its job and goes: a non-persistent COPY relationship once
+    /// copied, or one withdrawn with `-cp` once copied.
+    pub fn finished(&self) -> bool {
+        self.target_bits.is_empty()
+            && ((!self.record.options.persist && !self.record.options.nocopy) || self.remove_when_copied)
     }
 }

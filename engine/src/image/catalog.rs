@@ -102,6 +102,7 @@ mod tests {
             pools: BTreeMap::new(),
             lcus: BTreeMap::new(),
             volumes: BTreeMap::new(),
+            flash: Vec::new(),
         }
     }
 

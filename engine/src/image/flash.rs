@@ -1,11 +1,418 @@
-//! FlashCopy requests of one image (in progress).
+//! FlashCopy requests of one image: the rules of each command, the catalog, and the
+//! engine's relationships (`crate::flash`).
+//!
+//! Every pair succeeds or fails as a unit, and a failure leaves catalog, bitmaps and data as
+//! they were: the rules are checked before anything changes, the catalog is written under
+//! the volumes' barrier before the relationship is installed (or after it is removed, with
+//! a put-back if the write fails).
 
 use super::Image;
-use crate::control::{Reply, Request};
+use crate::control::{FlashView, ItemOutcome, Reply, Request, Withdraw};
 use crate::error::{Error, ErrorKind, Result};
+use crate::flash::relationship::{FlashOptions, FlashRecord, FlashState, Relationship};
+use crate::id::VolumeId;
+use crate::image::record::{Sam, StorageType};
+use std::sync::Arc;
+
+/// Targets one source may have.
+pub const MAX_TARGETS: usize = 12;
+/// Consistency-group (freeze) timeout by storage type, seconds (DS8000 defaults).
+pub const FREEZE_TIMEOUT_FB: u32 = 60;
+pub const FREEZE_TIMEOUT_CKD: u32 = 120;
+
+fn pair_name(s: VolumeId, t: VolumeId) -> String {
+    format!("{s}:{t}")
+}
 
 impl Image {
-    pub fn flash_request(&mut self, req: Request, _now: i64) -> Result<Reply> {
-        Err(Error::new(ErrorKind::Unsupported, self.id(), format!("{req:?} is not supported yet")))
+    pub fn flash_request(&mut self, req: Request, now: i64) -> Result<Reply> {
+        Ok(match req {
+            Request::FlashCreate { pairs, options, .. } => Reply::Items(self.flash_create(&pairs, options, now)),
+            Request::FlashList { .. } => Reply::Flash(self.flash_views()),
+            Request::FlashRemove { pairs, withdraw, .. } => {
+                Reply::Items(self.per_pair(&pairs, |img, rel| img.flash_remove(rel, withdraw)))
+            }
+            Request::FlashResync { pairs, options, seqnum, .. } => {
+                Reply::Items(self.per_pair(&pairs, |img, rel| img.flash_resync(rel, options.clone(), seqnum, now)))
+            }
+            Request::FlashReverse { pairs, options, fast, seqnum, .. } => Reply::Items(
+                self.per_pair(&pairs, |img, rel| img.flash_reverse(rel, options.clone(), fast, seqnum, now)),
+            ),
+            Request::FlashWait { pairs, timeout_ms, .. } => Reply::Flash(self.flash_wait(&pairs, timeout_ms)),
+            Request::FlashSetRevertible { .. }
+            | Request::FlashCommit { .. }
+            | Request::FlashRevert { .. }
+            | Request::FlashUnfreeze { .. } => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    self.id(),
+                    "revertible relationships and FlashCopy consistency groups are not supported yet",
+                ));
+            }
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    self.id(),
+                    format!("not a FlashCopy request: {other:?}"),
+                ));
+            }
+        })
+    }
+
+    fn relationship(&self, s: VolumeId, t: VolumeId) -> Result<Arc<Relationship>> {
+        self.flash.relationships().into_iter().find(|r| r.ids() == (s, t)).ok_or_else(|| {
+            Error::new(ErrorKind::FlashNotFound, pair_name(s, t), "no FlashCopy relationship for this pair")
+        })
+    }
+
+    fn per_pair(
+        &mut self,
+        pairs: &[(VolumeId, VolumeId)],
+        mut f: impl FnMut(&mut Image, &Arc<Relationship>) -> Result<()>,
+    ) -> Vec<ItemOutcome> {
+        pairs
+            .iter()
+            .map(|&(s, t)| {
+                let result = self.relationship(s, t).and_then(|rel| f(self, &rel));
+                ItemOutcome { object: pair_name(s, t), result }
+            })
+            .collect()
+    }
+
+    /// The catalog with the relationships as they are in memory, plus/minus changes.
+    fn flash_catalog(&self, add: &[FlashRecord], drop: &[(VolumeId, VolumeId)]) -> super::record::ImageRecord {
+        let mut next = self.record.clone();
+        next.flash = self.flash.records();
+        next.flash.retain(|r| !drop.contains(&(r.source, r.target)));
+        next.flash.extend(add.iter().cloned());
+        next
+    }
+
+    /// The rules of one new pair, given what exists and what this command already made.
+    fn check_new_pair(&self, s: VolumeId, t: VolumeId, options: &FlashOptions, made: &[FlashRecord]) -> Result<()> {
+        let name = pair_name(s, t);
+        let src =
+            self.record.volumes.get(&s).ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, s, "no such volume"))?;
+        let tgt =
+            self.record.volumes.get(&t).ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, t, "no such volume"))?;
+        if s == t || src.geometry != tgt.geometry {
+            return Err(Error::new(
+                ErrorKind::FlashIncompatible,
+                &name,
+                "source and target must be distinct volumes of the same size and type",
+            ));
+        }
+        let mut all: Vec<FlashRecord> = self.flash.records();
+        all.extend(made.iter().cloned());
+        if all.iter().any(|r| (r.source, r.target) == (s, t)) {
+            return Err(Error::new(ErrorKind::FlashExists, &name, "the FlashCopy pair already exists"));
+        }
+        if all.iter().any(|r| r.target == t) {
+            return Err(Error::new(ErrorKind::FlashTargetInUse, &name, format!("{t} is already a FlashCopy target")));
+        }
+        if all.iter().any(|r| r.target == s) || all.iter().any(|r| r.source == t) {
+            return Err(Error::new(
+                ErrorKind::FlashCascade,
+                &name,
+                "a volume cannot be a FlashCopy source and target at once",
+            ));
+        }
+        if all.iter().filter(|r| r.source == s).count() >= MAX_TARGETS {
+            return Err(Error::new(
+                ErrorKind::FlashTooManyTargets,
+                &name,
+                format!("{s} already has {MAX_TARGETS} targets"),
+            ));
+        }
+        if options.record && all.iter().any(|r| r.source == s && r.options.record) {
+            return Err(Error::new(
+                ErrorKind::FlashIncrementalExists,
+                &name,
+                format!("{s} already has an incremental relationship"),
+            ));
+        }
+        if options.tgtse && tgt.sam != Sam::Ese {
+            return Err(Error::new(ErrorKind::FlashTargetNotSe, &name, format!("{t} is not space efficient")));
+        }
+        Ok(())
+    }
+
+    /// `mkflash`. With `-freeze` the command is one consistency group: all pairs or none.
+    fn flash_create(
+        &mut self,
+        pairs: &[(VolumeId, VolumeId)],
+        mut options: FlashOptions,
+        now: i64,
+    ) -> Vec<ItemOutcome> {
+        if options.record {
+            options.persist = true;
+        }
+        let mut outcomes = Vec::new();
+        let mut made: Vec<FlashRecord> = Vec::new();
+        for &(s, t) in pairs {
+            let result = self.check_new_pair(s, t, &options, &made);
+            if result.is_ok() {
+                made.push(FlashRecord {
+                    source: s,
+                    target: t,
+                    options: options.clone(),
+                    state: FlashState::Valid,
+                    revertible: false,
+                    created: now,
+                    synced: now,
+                });
+            }
+            outcomes.push(ItemOutcome { object: pair_name(s, t), result });
+        }
+        if options.freeze && outcomes.iter().any(|o| o.result.is_err()) {
+            let failed = outcomes.iter().find(|o| o.result.is_err()).map(|o| o.object.clone()).unwrap_or_default();
+            for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
+                o.result = Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    &o.object,
+                    format!("not established: pair {failed} of the -freeze consistency group failed"),
+                ));
+            }
+            return outcomes;
+        }
+        if made.is_empty() {
+            return outcomes;
+        }
+        // One barrier, one catalog write, one install: the group shares T0.
+        let rels: Vec<Arc<Relationship>> = made
+            .iter()
+            .map(|rec| {
+                let (s, t) = (self.volumes[&rec.source].clone(), self.volumes[&rec.target].clone());
+                let bits = crate::bitmap::TrackBitmap::full(s.geometry().tracks());
+                Arc::new(Relationship::new(s, t, rec.clone(), bits))
+            })
+            .collect();
+        let next = self.flash_catalog(&made, &[]);
+        let dir = self.dir.clone();
+        match self.flash.install_group(rels, || super::catalog::store(&dir, &next)) {
+            Ok(()) => self.record = next,
+            Err(e) => {
+                for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
+                    o.result = Err(e.clone());
+                }
+            }
+        }
+        outcomes
+    }
+
+    fn check_seqnum(rel: &Relationship, seqnum: Option<u32>) -> Result<()> {
+        let (s, t) = rel.ids();
+        match seqnum {
+            Some(n) if n != rel.state().record.options.seqnum => Err(Error::new(
+                ErrorKind::FlashSeqnumMismatch,
+                pair_name(s, t),
+                format!("sequence number {n:08X} does not match the relationship's"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// `rmflash`: withdraw now, or (`-cp`) when the background copy is done.
+    fn flash_remove(&mut self, rel: &Arc<Relationship>, w: Withdraw) -> Result<()> {
+        Self::check_seqnum(rel, w.seqnum)?;
+        let (s, t) = rel.ids();
+        if w.resettgtinhibit {
+            rel.state().record.options.tgtinhibit = false;
+        }
+        if w.cp && !rel.state().target_bits.is_empty() {
+            let mut st = rel.state();
+            if st.record.state != FlashState::Valid {
+                return Err(Error::new(ErrorKind::FlashStateInvalid, pair_name(s, t), "the relationship cannot copy"));
+            }
+            st.remove_when_copied = true;
+            drop(st);
+            self.flash.kick();
+            return Ok(());
+        }
+        let next = self.flash_catalog(&[], &[(s, t)]);
+        let dir = self.dir.clone();
+        self.flash.remove_with(rel, || super::catalog::store(&dir, &next))?;
+        self.record = next;
+        Ok(())
+    }
+
+    /// `resyncflash`: a new point in time, copying only what changed.
+    fn flash_resync(
+        &mut self,
+        rel: &Arc<Relationship>,
+        mut options: FlashOptions,
+        seqnum: Option<u32>,
+        now: i64,
+    ) -> Result<()> {
+        Self::check_seqnum(rel, seqnum)?;
+        let (s, t) = rel.ids();
+        let current = rel.state().record.clone();
+        if !current.options.record {
+            return Err(Error::new(
+                ErrorKind::FlashNotRecording,
+                pair_name(s, t),
+                "the relationship does not record changes (-record -persist)",
+            ));
+        }
+        if current.state != FlashState::Valid {
+            return Err(Error::new(ErrorKind::FlashStateInvalid, pair_name(s, t), "the relationship is not valid"));
+        }
+        // `-record` alone keeps persistence; the given parameters replace the others.
+        if options.record {
+            options.persist = true;
+        }
+        if seqnum.is_none() {
+            options.seqnum = current.options.seqnum;
+        }
+        let mut rec = current.clone();
+        rec.options = options.clone();
+        rec.synced = now;
+        let mut next = self.flash_catalog(&[], &[]);
+        if let Some(r) = next.flash.iter_mut().find(|r| (r.source, r.target) == (s, t)) {
+            *r = rec;
+        }
+        let dir = self.dir.clone();
+        self.flash.resync(rel, options, now, |_bits| super::catalog::store(&dir, &next))?;
+        self.record = next;
+        Ok(())
+    }
+
+    /// `reverseflash`: the target's point-in-time image flows back to the source; the
+    /// relationship now runs target -> source. Without `-fast`, refused until the
+    /// background copy is done; with it, uncopied tracks are materialized first (the
+    /// reversed copy needs the old target to hold its own data).
+    fn flash_reverse(
+        &mut self,
+        rel: &Arc<Relationship>,
+        mut options: FlashOptions,
+        fast: bool,
+        seqnum: Option<u32>,
+        now: i64,
+    ) -> Result<()> {
+        Self::check_seqnum(rel, seqnum)?;
+        let (s, t) = rel.ids();
+        let name = pair_name(s, t);
+        let current = rel.state().record.clone();
+        if !current.options.record {
+            return Err(Error::new(
+                ErrorKind::FlashNotRecording,
+                &name,
+                "only an incremental (-record -persist) relationship can be reversed",
+            ));
+        }
+        if current.state != FlashState::Valid {
+            return Err(Error::new(ErrorKind::FlashStateInvalid, &name, "the relationship is not valid"));
+        }
+        if self.flash.relationships().iter().filter(|r| r.source.key().volume == s).count() > 1 {
+            return Err(Error::new(
+                ErrorKind::FlashTooManyTargets,
+                &name,
+                format!("{s} has other FlashCopy relationships"),
+            ));
+        }
+        if !fast && !rel.state().target_bits.is_empty() {
+            return Err(Error::new(
+                ErrorKind::FlashCopyActive,
+                &name,
+                "the background copy has not finished (use -fast)",
+            ));
+        }
+        self.flash.copy_all(rel).map_err(|e| Error::io(&name, &e))?;
+        if options.record {
+            options.persist = true;
+        }
+        let reversed = FlashRecord {
+            source: t,
+            target: s,
+            options,
+            state: FlashState::Valid,
+            revertible: false,
+            created: current.created,
+            synced: now,
+        };
+        let next = self.flash_catalog(std::slice::from_ref(&reversed), &[(s, t)]);
+        let dir = self.dir.clone();
+        self.flash.reverse(rel, reversed, || super::catalog::store(&dir, &next))?;
+        self.record = next;
+        Ok(())
+    }
+
+    fn flash_wait(&self, pairs: &[(VolumeId, VolumeId)], timeout_ms: u64) -> Vec<FlashView> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        loop {
+            let views: Vec<FlashView> = self
+                .flash_views()
+                .into_iter()
+                .filter(|v| pairs.contains(&(v.record.source, v.record.target)))
+                .collect();
+            let busy = views.iter().any(|v| v.active_copy);
+            let now = std::time::Instant::now();
+            if !busy || now >= deadline {
+                return views;
+            }
+            let seen = self.flash.work_count();
+            self.flash.wait_work(seen, (deadline - now).min(std::time::Duration::from_millis(50)));
+        }
+    }
+
+    pub fn flash_views(&self) -> Vec<FlashView> {
+        self.flash
+            .relationships()
+            .iter()
+            .map(|r| {
+                let st = r.state();
+                let src = &self.record.volumes[&st.record.source];
+                let tgt = self.record.volumes.get(&st.record.target);
+                FlashView {
+                    record: st.record.clone(),
+                    out_of_sync: st.target_bits.len(),
+                    active_copy: st.copy_active(),
+                    target_ese: tgt.is_some_and(|v| v.sam == Sam::Ese),
+                    timeout_secs: if src.stgtype() == StorageType::Ckd {
+                        FREEZE_TIMEOUT_CKD
+                    } else {
+                        FREEZE_TIMEOUT_FB
+                    },
+                    copied: st.copied,
+                }
+            })
+            .collect()
+    }
+
+    /// End a relationship whose job is done (copier).
+    pub fn flash_finish(&mut self, rel: &Arc<Relationship>) -> Result<()> {
+        let (s, t) = rel.ids();
+        let next = self.flash_catalog(&[], &[(s, t)]);
+        let dir = self.dir.clone();
+        self.flash.remove_with(rel, || super::catalog::store(&dir, &next))?;
+        self.record = next;
+        Ok(())
+    }
+
+    /// Whether a volume takes part in any FlashCopy relationship.
+    pub fn in_relationship(&self, v: VolumeId) -> bool {
+        self.record.flash.iter().any(|r| r.source == v || r.target == v)
+    }
+
+    /// Bring relationships back at open. Until the change journal lands, bitmaps are not
+    /// persisted: every relationship comes back `Validation Required` with all tracks
+    /// uncopied, never a silently wrong T0.
+    pub(super) fn restore_flash(&mut self) -> Result<()> {
+        let mut rels = Vec::new();
+        for rec in &self.record.flash {
+            let (Some(s), Some(t)) = (self.volumes.get(&rec.source), self.volumes.get(&rec.target)) else {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    self.id(),
+                    format!("relationship {}:{} names a missing volume", rec.source, rec.target),
+                ));
+            };
+            let mut rec = rec.clone();
+            rec.state = FlashState::ValidationRequired;
+            let bits = crate::bitmap::TrackBitmap::full(s.geometry().tracks());
+            rels.push(Arc::new(Relationship::new(s.clone(), t.clone(), rec, bits)));
+        }
+        let _ = self.flash.install_group(rels, || Ok::<(), ()>(()));
+        Ok(())
     }
 }

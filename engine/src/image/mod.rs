@@ -13,6 +13,7 @@ mod volumes;
 
 use crate::control::{ImageView, IoPortView};
 use crate::error::{Error, ErrorKind, Result};
+use crate::flash::ImageFlash;
 use crate::id::{ImageId, PoolId, VolumeId};
 use crate::io::IoEngine;
 use crate::volume::Volume;
@@ -36,6 +37,7 @@ pub struct Image {
     io: Arc<dyn IoEngine>,
     volumes: BTreeMap<VolumeId, Arc<Volume>>,
     devices: BTreeMap<PoolId, Arc<DeviceHandle>>,
+    flash: Arc<ImageFlash>,
 }
 
 impl Image {
@@ -78,19 +80,26 @@ impl Image {
             pools,
             lcus: BTreeMap::new(),
             volumes: BTreeMap::new(),
+            flash: Vec::new(),
         };
         catalog::store(&tmp, &record)?;
         fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
         catalog::sync_dir(home)?;
-        Ok(Image { record, dir, io, volumes: BTreeMap::new(), devices: BTreeMap::new() })
+        Ok(Image { record, dir, io, volumes: BTreeMap::new(), devices: BTreeMap::new(), flash: Arc::default() })
     }
 
     /// Open an image directory: load the catalog, open device pools and volumes, delete
     /// orphaned backing files.
     pub fn open(dir: &Path, io: Arc<dyn IoEngine>) -> Result<Image> {
         let record = catalog::load(dir)?;
-        let mut image =
-            Image { record, dir: dir.to_path_buf(), io, volumes: BTreeMap::new(), devices: BTreeMap::new() };
+        let mut image = Image {
+            record,
+            dir: dir.to_path_buf(),
+            io,
+            volumes: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            flash: Arc::default(),
+        };
         for pool in image.record.pools.values() {
             if let PoolLocation::Device { path } = &pool.location {
                 let dev = DeviceHandle::open(path)?;
@@ -103,6 +112,7 @@ impl Image {
             let vol = image.open_volume(&image.record.volumes[&id])?;
             image.volumes.insert(id, vol);
         }
+        image.restore_flash()?;
         Ok(image)
     }
 
@@ -120,6 +130,11 @@ impl Image {
 
     pub fn volume(&self, id: VolumeId) -> Option<&Arc<Volume>> {
         self.volumes.get(&id)
+    }
+
+    /// The image's FlashCopy side (the host path goes through its intercept).
+    pub fn flash(&self) -> &Arc<ImageFlash> {
+        &self.flash
     }
 
     pub fn volumes(&self) -> impl Iterator<Item = &Arc<Volume>> {

@@ -1,6 +1,7 @@
 //! Catalog records: the persistent description of a storage image, its pools, LCUs and
 //! volumes. Plain serde data; the catalog module makes them crash safe.
 
+use crate::flash::relationship::FlashRecord;
 use crate::geometry::{CapType, Geometry};
 use crate::id::{ImageId, LssId, PoolId, VolumeId};
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,10 @@ pub struct ImageRecord {
     pub pools: BTreeMap<PoolId, PoolRecord>,
     pub lcus: BTreeMap<LssId, LcuRecord>,
     pub volumes: BTreeMap<VolumeId, VolumeRecord>,
+    /// FlashCopy relationships (their bitmaps are checkpointed apart). Absent in catalogs
+    /// written before FlashCopy existed: same format, empty list.
+    #[serde(default)]
+    pub flash: Vec<FlashRecord>,
 }
 
 impl ImageRecord {

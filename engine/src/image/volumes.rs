@@ -154,6 +154,9 @@ impl Image {
             .get(&id)
             .ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, id, "no such volume"))?
             .clone();
+        if grow.is_some() && self.in_relationship(id) {
+            return Err(Error::new(ErrorKind::VolumeInRelationship, id, "the volume is in a FlashCopy relationship"));
+        }
         let mut rec = cur.clone();
         if let Some(n) = name {
             if n.len() > MAX_NAME {
@@ -233,6 +236,9 @@ impl Image {
     pub fn remove_volume(&mut self, id: VolumeId, stgtype: StorageType) -> Result<()> {
         let rec = self.record.volumes.get(&id).filter(|v| v.stgtype() == stgtype);
         let rec = rec.ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, id, "no such volume"))?.clone();
+        if self.in_relationship(id) {
+            return Err(Error::new(ErrorKind::VolumeInRelationship, id, "the volume is in a FlashCopy relationship"));
+        }
         if let Some(vol) = self.volumes.get(&id)
             && vol.sessions() > 0
         {

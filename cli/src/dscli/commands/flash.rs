@@ -8,8 +8,8 @@
 //!
 //! `-wait` (dscli-spec.md §1.2 [C]): after the request, `FlashWait` is sent in slices of
 //! [`WAIT_SLICE_MS`] until every pair that succeeded has no out-of-sync tracks (or is gone);
-//! then the usual lines are printed. Pairs without background copy (`-nocp`) or not `Valid`
-//! never get there and are not waited for. While waiting, a progress bar is drawn on stderr
+//! then the usual lines are printed. Pairs without background copy (`-nocp`, unless being
+//! withdrawn with `rmflash -cp`) or not `Valid` never get there and are not waited for. While waiting, a progress bar is drawn on stderr
 //! only when stderr is a terminal: scripts and automation see nothing there.
 
 use super::{bad_id, check_lss, confirmed, ids, image_of};
@@ -17,7 +17,7 @@ use crate::dscli::ids::{self as idp, Scoped};
 use crate::dscli::messages::{self, Message, exit};
 use crate::dscli::session::{Res, Session};
 use crate::dscli::verb::Invocation;
-use flashtrack::control::{FlashView, ItemOutcome, Reply, Request, Withdraw};
+use flashtrack::control::{FlashView, ItemOutcome, Reply, Request, Response, Withdraw};
 use flashtrack::flash::relationship::{FlashOptions, FlashState};
 use flashtrack::id::{ImageId, VolumeId};
 use std::io::{IsTerminal, Write};
@@ -92,7 +92,13 @@ pub fn options(inv: &Invocation, seq: Option<u32>) -> FlashOptions {
 /// Sends a multi-object request; outcomes named by `objects` (the pair as typed) unless the
 /// engine names a pair itself and `keep_pairs` is set (commit/revert take source volumes).
 fn send(s: &mut Session, verb: &str, req: Request, objects: &[String], keep_pairs: bool) -> Res<Vec<ItemOutcome>> {
-    let resp = s.request(verb, req)?;
+    let resp = match s.request(verb, req)? {
+        // The request failed as a whole (e.g. Unsupported): every object failed alike.
+        Response::Err(e) => Response::Ok(Reply::Items(
+            objects.iter().map(|o| ItemOutcome { object: o.clone(), result: Err(e.clone()) }).collect(),
+        )),
+        other => other,
+    };
     let mut items = match super::as_items(resp, objects) {
         Ok(items) => items,
         Err(what) => return s.fail(messages::PROTOCOL.line(verb, &[&what]), exit::CONNECTION),
@@ -230,7 +236,7 @@ pub fn progress(pairs: &[Pair], views: &[FlashView]) -> (u64, u64) {
     views
         .iter()
         .filter(|v| pairs.contains(&(v.record.source, v.record.target)))
-        .filter(|v| !v.record.options.nocopy && v.record.state == FlashState::Valid)
+        .filter(|v| v.record.state == FlashState::Valid && (!v.record.options.nocopy || v.active_copy))
         .fold((0, 0), |(c, p), v| (c + v.copied, p + v.out_of_sync))
 }
 
@@ -334,7 +340,7 @@ mod tests {
                 synced: 0,
             },
             out_of_sync: oos,
-            active_copy: oos > 0,
+            active_copy: oos > 0 && !nocopy,
             target_ese: false,
             timeout_secs: 60,
             copied,

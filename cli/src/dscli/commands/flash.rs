@@ -24,6 +24,9 @@ use std::io::{IsTerminal, Write};
 
 /// One `FlashWait` slice: short enough for a lively progress bar.
 pub const WAIT_SLICE_MS: u64 = 500;
+/// How often and how long to poll for a copied relationship to end (at most 5 s).
+const LINGER_POLL_MS: u64 = 10;
+const LINGER_POLLS: u32 = 500;
 /// Width of the progress bar in characters.
 const BAR_WIDTH: usize = 40;
 
@@ -164,7 +167,7 @@ pub fn establish(s: &mut Session, inv: &Invocation) -> Res {
             // The relationship is now named the other way round.
             done = done.into_iter().map(|(a, b)| (b, a)).collect();
         }
-        wait(s, verb, &image, done)?;
+        wait(s, verb, &image, done, false)?;
     }
     print(s, verb, &items, messages::success(verb))
 }
@@ -189,7 +192,7 @@ pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
         let items = send(s, verb, req, &[name], false)?;
         if inv.has("-wait") && cp {
             let done = succeeded(&[pair], &items);
-            wait(s, verb, &image, done)?;
+            wait(s, verb, &image, done, true)?;
         }
         let code = print(s, verb, &items, ok)?;
         if code != exit::OK {
@@ -240,13 +243,25 @@ pub fn progress(pairs: &[Pair], views: &[FlashView]) -> (u64, u64) {
         .fold((0, 0), |(c, p), v| (c + v.copied, p + v.out_of_sync))
 }
 
-/// Waits until `pairs` have copied everything (or are gone).
-fn wait(s: &mut Session, verb: &str, image: &ImageId, pairs: Vec<Pair>) -> Res<()> {
+/// Copied relationships that are about to end on their own (not persistent and copying, or
+/// withdrawn with `-cp`): the wait goes on until flashd has removed them, so a `lsflash`
+/// right after `-wait` never sees them.
+pub fn lingering(pairs: &[Pair], views: &[FlashView], until_gone: bool) -> bool {
+    views.iter().filter(|v| pairs.contains(&(v.record.source, v.record.target))).any(|v| {
+        let o = &v.record.options;
+        v.out_of_sync == 0 && v.record.state == FlashState::Valid && (until_gone || (!o.persist && !o.nocopy))
+    })
+}
+
+/// Waits until `pairs` have copied everything (or are gone); `until_gone`: until they are
+/// gone (`rmflash -cp`).
+fn wait(s: &mut Session, verb: &str, image: &ImageId, pairs: Vec<Pair>, until_gone: bool) -> Res<()> {
     if pairs.is_empty() {
         return Ok(());
     }
     s.out.flush()?;
     let mut bar = Bar::new(std::io::stderr().is_terminal());
+    let mut linger = LINGER_POLLS;
     loop {
         let req = Request::FlashWait { image: image.clone(), pairs: pairs.clone(), timeout_ms: WAIT_SLICE_MS };
         let views = match s.query(verb, req) {
@@ -263,6 +278,12 @@ fn wait(s: &mut Session, verb: &str, image: &ImageId, pairs: Vec<Pair>) -> Res<(
         let (copied, pending) = progress(&pairs, &views);
         bar.show(copied, pending);
         if pending == 0 {
+            // FlashWait answers at once when nothing copies: poll briefly for the removal.
+            if linger > 0 && lingering(&pairs, &views, until_gone) {
+                linger -= 1;
+                std::thread::sleep(std::time::Duration::from_millis(LINGER_POLL_MS));
+                continue;
+            }
             bar.finish();
             return Ok(());
         }
@@ -281,17 +302,21 @@ pub fn bar_line(copied: u64, pending: u64) -> String {
 struct Bar {
     tty: bool,
     drawn: bool,
+    /// The largest total seen: a relationship that ends takes its tracks out of the sums,
+    /// and they count as copied.
+    total: u64,
 }
 
 impl Bar {
     fn new(tty: bool) -> Bar {
-        Bar { tty, drawn: false }
+        Bar { tty, drawn: false, total: 0 }
     }
 
     fn show(&mut self, copied: u64, pending: u64) {
+        self.total = self.total.max(copied + pending);
         if self.tty {
             let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r{}", bar_line(copied, pending));
+            let _ = write!(err, "\r{}", bar_line(self.total - pending, pending));
             let _ = err.flush();
             self.drawn = true;
         }
@@ -353,6 +378,18 @@ mod tests {
         let views = [view(0x100, 0x200, 3, 1, false), view(0x101, 0x201, 0, 9, true), view(0x102, 0x202, 5, 5, false)];
         assert_eq!(progress(&pairs, &views), (3, 1));
         assert_eq!(progress(&pairs, &[]), (0, 0), "gone pairs are done");
+    }
+
+    #[test]
+    fn lingering_relationships() {
+        let pairs = [(VolumeId(0x100), VolumeId(0x200))];
+        let copy = view(0x100, 0x200, 8, 0, false);
+        assert!(lingering(&pairs, std::slice::from_ref(&copy), false), "a copied non-persistent pair is about to go");
+        let mut persistent = copy.clone();
+        persistent.record.options.persist = true;
+        assert!(!lingering(&pairs, &[persistent.clone()], false));
+        assert!(lingering(&pairs, &[persistent], true), "rmflash -cp waits until it is gone");
+        assert!(!lingering(&pairs, &[], true));
     }
 
     #[test]

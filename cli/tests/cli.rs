@@ -2,6 +2,8 @@
 
 #[path = "cli/daemon_e2e.rs"]
 mod daemon_e2e;
+#[path = "cli/flash_crash.rs"]
+mod flash_crash;
 #[path = "cli/flash_e2e.rs"]
 mod flash_e2e;
 #[path = "cli/golden.rs"]

@@ -56,8 +56,8 @@ impl Site {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            if name.starts_with('.') && name.ends_with(".tmp") && path.is_dir() {
-                // An image whose creation did not finish.
+            if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".removing")) && path.is_dir() {
+                // An image whose creation or removal did not finish.
                 tracing::warn!("removing half-made image {}", path.display());
                 let _ = fs::remove_dir_all(&path);
                 continue;
@@ -92,11 +92,14 @@ impl Site {
         self.images().get(&key.image).and_then(|i| i.volume(key.volume).cloned())
     }
 
-    /// A volume and its image's FlashCopy intercept: the host path.
-    pub fn host(&self, key: &VolumeKey) -> Option<(Arc<Volume>, Arc<crate::flash::ImageFlash>)> {
+    /// Open a host session on a volume, with its image's FlashCopy intercept: the host
+    /// path. The session is taken under the site lock, so a remove (which checks sessions
+    /// under the same lock) can never delete a volume a host is about to use.
+    pub fn open_host(&self, key: &VolumeKey) -> Option<(crate::volume::SessionGuard, Arc<crate::flash::ImageFlash>)> {
         let images = self.images();
         let image = images.get(&key.image)?;
-        Some((image.volume(key.volume)?.clone(), image.flash().clone()))
+        let vol = image.volume(key.volume)?;
+        Some((vol.open_session(), image.flash().clone()))
     }
 
     /// One pass of background copying over every image: at most one run per relationship
@@ -116,7 +119,12 @@ impl Site {
                 if active {
                     worked = true;
                     match flash.copy_next_run(&rel, cursor) {
-                        Ok(Some(next)) => rel.state().cursor = next,
+                        Ok(Some(next)) => {
+                            rel.state().cursor = next;
+                            if rel.state().target_bits.is_empty() {
+                                flash.kick(); // waiters (-wait) see the copy finish at once
+                            }
+                        }
                         Ok(None) => {}
                         Err(e) => tracing::error!("{id}: copy {}:{} failed: {e}", rel.ids().0, rel.ids().1),
                     }
@@ -147,13 +155,30 @@ impl Site {
         self.images().values().flat_map(|i| i.volumes().map(|v| v.key().clone()).collect::<Vec<_>>()).collect()
     }
 
-    /// Make every volume's data durable (shutdown).
+    /// Shutdown: every volume's data durable, then each image's FlashCopy state
+    /// checkpointed and its journals closed clean (host I/O and copier have stopped).
     pub fn flush_all(&self) {
-        let vols: Vec<Arc<Volume>> =
-            self.images().values().flat_map(|i| i.volumes().cloned().collect::<Vec<_>>()).collect();
-        for v in vols {
-            if let Err(e) = v.flush() {
-                tracing::error!("flush of {} failed: {e}", v.key());
+        let images = self.images();
+        for image in images.values() {
+            for v in image.volumes() {
+                if let Err(e) = v.flush() {
+                    tracing::error!("flush of {} failed: {e}", v.key());
+                }
+            }
+            if let Err(e) = image.flash().close_clean() {
+                tracing::error!("{}: closing the FlashCopy journals failed: {e}", image.id());
+            }
+        }
+    }
+
+    /// Checkpoint the FlashCopy bitmaps of every image (periodically, off the I/O path), so
+    /// journals and activity logs stay small and recovery short.
+    pub fn checkpoint(&self) {
+        let flashes: Vec<(ImageId, Arc<crate::flash::ImageFlash>)> =
+            self.images().iter().map(|(id, i)| (id.clone(), i.flash().clone())).collect();
+        for (id, f) in flashes {
+            if let Err(e) = f.checkpoint() {
+                tracing::error!("{id}: FlashCopy checkpoint failed: {e}");
             }
         }
     }
@@ -168,6 +193,10 @@ impl Site {
 
     fn dispatch(&self, req: Request) -> Result<Reply> {
         let now = now();
+        // Waiting must not hold the site lock: the copier and every other request need it.
+        if let Request::FlashWait { image, pairs, timeout_ms } = req {
+            return self.flash_wait(&image, &pairs, timeout_ms);
+        }
         let mut images = self.images();
         macro_rules! img {
             ($id:expr) => {
@@ -193,14 +222,15 @@ impl Site {
             Request::ImageList => Reply::Images(images.values().map(Image::view).collect()),
             Request::ImageRemove { id } => {
                 let image = images
-                    .remove(&id)
+                    .get(&id)
                     .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, &id, "no such storage image"))?;
-                if !image.record().volumes.is_empty() {
-                    let e = Error::new(ErrorKind::ImageHasVolumes, &id, "storage image still has volumes");
-                    images.insert(id, image);
+                if let Some(e) = image.removal_blocker() {
                     return Err(e);
                 }
-                image.destroy()?;
+                let image = images
+                    .remove(&id)
+                    .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, &id, "no such storage image"))?;
+                image.destroy(&self.home)?;
                 tracing::info!("removed storage image {id}");
                 Reply::Done
             }
@@ -273,6 +303,34 @@ fn log_items(image: &ImageId, what: &str, items: &[ItemOutcome]) {
 /// Wall clock in unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Site {
+    /// `-wait`: poll the pairs' state (briefly under the site lock) until none copies any
+    /// more or the timeout passes, sleeping on the copier's progress signal in between.
+    fn flash_wait(
+        &self,
+        image: &ImageId,
+        pairs: &[(crate::id::VolumeId, crate::id::VolumeId)],
+        timeout_ms: u64,
+    ) -> Result<Reply> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        loop {
+            let seen = crate::flash::work_count();
+            let views: Vec<crate::control::FlashView> = {
+                let images = self.images();
+                let img = images
+                    .get(image)
+                    .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, image, "no such storage image"))?;
+                img.flash_views().into_iter().filter(|v| pairs.contains(&(v.record.source, v.record.target))).collect()
+            };
+            let now = std::time::Instant::now();
+            if !views.iter().any(|v| v.active_copy) || now >= deadline {
+                return Ok(Reply::Flash(views));
+            }
+            crate::flash::wait_work(seen, (deadline - now).min(std::time::Duration::from_millis(100)));
+        }
+    }
 }
 
 /// The image a FlashCopy request is addressed to.

@@ -134,6 +134,9 @@ fn request(home: &Path, req: Request) -> Result<Reply> {
     let resp = match Client::connect(&sock) {
         Ok(mut c) => c.call(req).context("talking to flashd")?,
         Err(_) => {
+            // No daemon answers: do it here, logged to the site's flashd.log like the daemon.
+            std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+            daemon::log::init(home)?;
             let io = flashtrack::io::probe::select().map_err(|e| anyhow::anyhow!(e))?;
             let site = flashtrack::site::Site::open(home, io).map_err(|e| {
                 if e.kind == ErrorKind::HomeLocked {
@@ -146,7 +149,13 @@ fn request(home: &Path, req: Request) -> Result<Reply> {
                     e
                 }
             })?;
-            site.handle(req)
+            let resp = site.handle(req);
+            // The site closes cleanly here: the next daemon start has nothing to recover.
+            site.flush_all();
+            drop(site);
+            std::fs::write(home.join(daemon::CLEAN_MARK), b"")
+                .with_context(|| format!("writing the clean mark in {}", home.display()))?;
+            resp
         }
     };
     match resp {

@@ -285,11 +285,10 @@ fn compare(ctx: &Ctx, a: &str, b: &str) -> Result<bool> {
             }
         }
     }
-    // Early exit leaves reads in flight; dropping the sockets is fine for a read-only session.
-    if first_diff.is_none() {
-        finish(ca, false)?;
-        finish(cb, false)?;
-    }
+    // Always a clean disconnect (it collects reads still in flight after an early exit):
+    // a script may remove the volume right after, and the server must see the session end.
+    finish(ca, false)?;
+    finish(cb, false)?;
     match first_diff {
         Some(off) => say(format_args!("differ at offset {off}"))?,
         None if sa != sb => say(format_args!("differ at offset {common} (sizes {sa} and {sb})"))?,

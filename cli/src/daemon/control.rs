@@ -24,6 +24,8 @@ const MAX_LINE: usize = 1 << 20;
 pub struct Server {
     path: PathBuf,
     stopping: Arc<AtomicBool>,
+    /// Requests being handled now; shutdown waits for them (with a deadline).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -36,18 +38,21 @@ impl Server {
             .with_context(|| format!("chmod {}", path.display()))?;
         let stopping = Arc::new(AtomicBool::new(false));
         let flag = stopping.clone();
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let busy = in_flight.clone();
         let accept = std::thread::Builder::new().name("control-accept".into()).spawn(move || {
             for conn in listener.incoming() {
                 if flag.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (site, stop, flag) = (site.clone(), stop.clone(), flag.clone());
-                let _ =
-                    std::thread::Builder::new().name("control".into()).spawn(move || serve(conn, &site, &stop, &flag));
+                let (site, stop, flag, busy) = (site.clone(), stop.clone(), flag.clone(), busy.clone());
+                let _ = std::thread::Builder::new()
+                    .name("control".into())
+                    .spawn(move || serve(conn, &site, &stop, &flag, &busy));
             }
         })?;
-        Ok(Server { path: path.to_path_buf(), stopping, accept: Some(accept) })
+        Ok(Server { path: path.to_path_buf(), stopping, in_flight, accept: Some(accept) })
     }
 
     /// Stop accepting: remove the socket and wake the accept loop.
@@ -58,10 +63,29 @@ impl Server {
             let _ = h.join();
         }
         let _ = std::fs::remove_file(&self.path);
+        // Requests already inside the engine finish (or the deadline passes) before the
+        // daemon checkpoints and writes its clean mark.
+        let deadline = std::time::Instant::now() + SHUTDOWN_DEADLINE;
+        while self.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let left = self.in_flight.load(Ordering::SeqCst);
+        if left > 0 {
+            tracing::warn!("{left} control requests still running at the shutdown deadline");
+        }
     }
 }
 
-fn serve(conn: UnixStream, site: &Site, stop: &Sender<Stop>, stopping: &AtomicBool) {
+/// How long shutdown waits for control requests in progress.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+fn serve(
+    conn: UnixStream,
+    site: &Site,
+    stop: &Sender<Stop>,
+    stopping: &AtomicBool,
+    busy: &std::sync::atomic::AtomicUsize,
+) {
     let Ok(mut writer) = conn.try_clone() else { return };
     let mut reader = BufReader::new(conn);
     let mut line = String::new();
@@ -71,6 +95,7 @@ fn serve(conn: UnixStream, site: &Site, stop: &Sender<Stop>, stopping: &AtomicBo
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        busy.fetch_add(1, Ordering::SeqCst);
         let (response, shutdown) = if stopping.load(Ordering::SeqCst) {
             (Response::Err(Error::new(ErrorKind::ShuttingDown, "", "flashd is shutting down")), false)
         } else {
@@ -80,6 +105,7 @@ fn serve(conn: UnixStream, site: &Site, stop: &Sender<Stop>, stopping: &AtomicBo
                 Err(e) => (Response::Err(e), false),
             }
         };
+        busy.fetch_sub(1, Ordering::SeqCst);
         let Ok(mut out) = serde_json::to_vec(&response) else { return };
         out.push(b'\n');
         if writer.write_all(&out).is_err() {

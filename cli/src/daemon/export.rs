@@ -23,8 +23,8 @@ impl SiteExports {
 impl ExportCatalog for SiteExports {
     fn open(&self, name: &str) -> Option<Arc<dyn Export>> {
         let key: VolumeKey = name.parse().ok()?;
-        let (vol, flash) = self.site.host(&key)?;
-        let session = vol.open_session();
+        let (session, flash) = self.site.open_host(&key)?;
+        let vol = Arc::clone(session.volume());
         Some(Arc::new(VolumeExport { vol, flash, _session: session }))
     }
 
@@ -56,7 +56,7 @@ impl Export for VolumeExport {
         self.flash.write(&self.vol, offset, data, fua)
     }
     fn flush(&self) -> io::Result<()> {
-        self.vol.flush()
+        self.flash.flush(&self.vol)
     }
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         self.flash.trim(&self.vol, offset, len)

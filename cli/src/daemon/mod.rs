@@ -157,6 +157,9 @@ pub fn default_home() -> PathBuf {
     home.join(".local/share/flashtrack")
 }
 
+/// How often FlashCopy bitmaps are checkpointed while running.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The background copier thread: copy passes while there is work, then sleep until kicked.
 struct Copier {
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -169,10 +172,15 @@ impl Copier {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new().name("copier".into()).spawn(move || {
+            let mut last_checkpoint = std::time::Instant::now();
             while !flag.load(Ordering::SeqCst) {
                 let seen = flashtrack::flash::work_count();
                 if !site.copy_pass() {
                     site.wait_copy_work(seen, std::time::Duration::from_millis(500));
+                }
+                if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    site.checkpoint();
+                    last_checkpoint = std::time::Instant::now();
                 }
             }
         })?;

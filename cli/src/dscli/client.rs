@@ -165,14 +165,23 @@ fn start_and_wait(home: &Path, sock: &Path) -> Result<UnixStream, ConnError> {
         .stdout(log)
         .stderr(log2)
         .spawn();
-    if let Err(e) = spawned {
-        return Err(ConnError(format!("cannot start {}: {e}", bin.display())));
-    }
-    // The child is never waited for: it outlives dscli and is reparented to init.
+    let mut child = spawned.map_err(|e| ConnError(format!("cannot start {}: {e}", bin.display())))?;
+    // A running child is never waited for: it outlives dscli and is reparented to init. One
+    // that exits at once either lost the race to another starter (which then answers) or
+    // failed: retry briefly, then say why from its log instead of waiting out the timeout.
     let deadline = Instant::now() + START_TIMEOUT;
+    let mut exited_at: Option<Instant> = None;
     loop {
         if let Ok(s) = UnixStream::connect(sock) {
             return Ok(s);
+        }
+        if exited_at.is_none() && matches!(child.try_wait(), Ok(Some(_))) {
+            exited_at = Some(Instant::now());
+        }
+        if exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            let log = std::fs::read_to_string(home.join("flashd.log")).unwrap_or_default();
+            let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            return Err(ConnError(format!("flashd exited at start: {last}")));
         }
         if Instant::now() >= deadline {
             return Err(ConnError(format!(

@@ -58,29 +58,42 @@ fn kill9_during_volume_commands_keeps_a_sound_catalog() {
         // Hammer create/remove from a thread; kill -9 after a random delay.
         let shared = Arc::new(Mutex::new(model.clone()));
         let stop = Arc::new(AtomicBool::new(false));
-        let ops: Vec<(u16, bool)> = (0..200).map(|_| ((0x1000 + (next() % 24)) as u16, next() % 2 == 0)).collect();
+        // (volume, 0 = create, 1 = remove, 2 = grow by some blocks)
+        let ops: Vec<(u16, u64)> = (0..200).map(|_| ((0x1000 + (next() % 24)) as u16, next() % 3)).collect();
         let worker = {
             let (shared, stop, img) = (shared.clone(), stop.clone(), img.clone());
             let mut client = d.client();
             std::thread::spawn(move || {
-                for (vol, create) in ops {
+                for (n, (vol, kind)) in ops.into_iter().enumerate() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let was = shared.lock().unwrap().get(&vol).copied().unwrap_or(Known::Absent);
                     shared.lock().unwrap().insert(vol, Known::Either);
-                    let req = if create {
-                        fb_request(&img, 0, 128, CapType::Blocks, Sam::Ese, &[vol])
-                    } else {
-                        Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(vol)], safe: false }
+                    let req = match kind {
+                        0 => fb_request(&img, 0, 128, CapType::Blocks, Sam::Ese, &[vol]),
+                        1 => Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(vol)], safe: false },
+                        _ => Request::VolumeChange {
+                            image: img.clone(),
+                            volume: VolumeId(vol),
+                            name: None,
+                            grow: Some(flashtrack::control::Capacity::Fb {
+                                cap: 128 + n as u64 * 8,
+                                captype: CapType::Blocks,
+                            }),
+                        },
                     };
-                    let Ok(Response::Ok(Reply::Items(items))) = client.call(req) else { break };
-                    let ok = items[0].result.is_ok();
-                    let now = match (create, ok) {
-                        (true, true) => Known::Present,
-                        (false, true) => Known::Absent,
-                        // Refused (exists / not found): unchanged.
-                        (_, false) => was,
+                    let ok = match client.call(req) {
+                        Ok(Response::Ok(Reply::Items(items))) => items[0].result.is_ok(),
+                        Ok(Response::Ok(_)) => true,
+                        Ok(Response::Err(_)) => false,
+                        Err(_) => break,
+                    };
+                    let now = match (kind, ok) {
+                        (0, true) => Known::Present,
+                        (1, true) => Known::Absent,
+                        // A grow, or a refusal (exists / not found / shrink): presence unchanged.
+                        _ => was,
                     };
                     shared.lock().unwrap().insert(vol, now);
                 }

@@ -1,11 +1,27 @@
 //! Track bitmaps. `TrackBitmap` is the only type that sees roaring: range operations are
 //! checked here, runs of adjacent tracks come out of `next_run`, and on-disk copies are
 //! loaded with the validating deserializer.
+//!
+//! The journal of DESIGN.md's durability table lives here too, as one generic piece that
+//! FlashCopy relationships and PPRC pairs share:
+//!
+//! * [`intent`]: a persistent track bitset (MAP_SHARED file, two epochs) that survives kill -9;
+//! * [`activity`]: the activity log of coarse extents that survives power loss;
+//! * [`checkpoint`]: generation-numbered roaring checkpoints of the callers' bitmaps;
+//! * [`journal`]: [`journal::VolumeJournal`], which ties intent and activity log for one volume
+//!   and documents the protocol callers follow.
 
+pub mod activity;
 pub mod checkpoint;
+pub mod intent;
+pub mod journal;
+#[cfg(test)]
+mod tests;
 
+use crate::error::{Error, ErrorKind, Result};
 use crate::geometry::TrackNo;
 use roaring::RoaringBitmap;
+use std::fs::File;
 use std::ops::Range;
 
 /// A set of track numbers of one volume (`0..tracks`).
@@ -69,6 +85,30 @@ impl TrackBitmap {
         self.bits |= &other.bits;
     }
 
+    /// self -= other.
+    pub fn difference_with(&mut self, other: &TrackBitmap) {
+        self.bits -= &other.bits;
+    }
+
+    /// self &= other.
+    pub fn intersect_with(&mut self, other: &TrackBitmap) {
+        self.bits &= &other.bits;
+    }
+
+    pub fn is_subset(&self, other: &TrackBitmap) -> bool {
+        self.bits.is_subset(&other.bits)
+    }
+
+    /// Whether any track of `r` is set.
+    pub fn intersects_range(&self, r: Range<u32>) -> bool {
+        r.start < r.end && self.bits.range_cardinality(r) > 0
+    }
+
+    /// Store runs as run containers (smaller checkpoints of mostly-contiguous bitmaps).
+    pub fn optimize(&mut self) {
+        self.bits.optimize();
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = TrackNo> + '_ {
         self.bits.iter().map(TrackNo)
     }
@@ -101,8 +141,89 @@ impl TrackBitmap {
     }
 }
 
+/// Allocate `[0, len)` of `file` now, so later writes into it never meet ENOSPC (DESIGN:
+/// bookkeeping files are preallocated). Falls back to writing zeros where fallocate is not
+/// supported, which also allocates.
+pub(crate) fn preallocate(file: &File, len: u64, what: &dyn std::fmt::Display) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP => {
+            let zeros = vec![0u8; 1 << 16];
+            let mut off = 0u64;
+            while off < len {
+                let n = (len - off).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], off).map_err(|e| Error::io(what, &e))?;
+                off += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::io(what, &e.into())),
+    }
+}
+
+/// Take the exclusive advisory lock of a journal file: the mapping and the log assume one
+/// owner (a second flashd, or a second open in this one, is refused rather than raced).
+pub(crate) fn lock_exclusive(file: &File, what: &dyn std::fmt::Display) -> Result<()> {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| Error::new(ErrorKind::VolumeInUse, what, "journal file is locked by another owner"))
+}
+
 #[cfg(test)]
-mod tests {
+thread_local! {
+    /// Failpoints armed by unit tests on their own thread (env vars are process-wide).
+    static ARMED: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Arm `name` on this thread: the next [`fail_point`] of that name returns an error, which a
+/// test treats as "the process died here".
+#[cfg(test)]
+pub(crate) fn arm_fail_point(name: &'static str) {
+    ARMED.with(|a| a.borrow_mut().push(name));
+}
+
+/// An ordering point of the journal. With the `failpoints` feature, the catalog's convention:
+/// `FLASHTRACK_FAILPOINT=<name>` aborts there (as kill -9 would) and `<name>=error` returns an
+/// I/O error; unit tests arm points per thread instead. Copied rather than imported so that
+/// bitmap does not depend on image.
+pub(crate) fn fail_point(name: &str) -> Result<()> {
+    #[cfg(test)]
+    {
+        let hit = ARMED.with(|a| {
+            let mut a = a.borrow_mut();
+            a.iter().position(|n| *n == name).map(|i| a.swap_remove(i)).is_some()
+        });
+        if hit {
+            return Err(Error::new(ErrorKind::Io, name, "injected failure"));
+        }
+    }
+    if cfg!(feature = "failpoints")
+        && let Ok(v) = std::env::var("FLASHTRACK_FAILPOINT")
+    {
+        if v == name {
+            std::process::abort();
+        }
+        if v.strip_suffix("=error") == Some(name) {
+            return Err(Error::new(ErrorKind::Io, name, "injected failure"));
+        }
+    }
+    Ok(())
+}
+
+/// fsync a directory so a rename or create in it is durable.
+pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir.display(), &e))
+}
+
+/// The boot ID of the running kernel: equal across a process crash, new after a reboot.
+pub fn boot_id() -> Result<String> {
+    const PATH: &str = "/proc/sys/kernel/random/boot_id";
+    let s = std::fs::read_to_string(PATH).map_err(|e| Error::io(PATH, &e))?;
+    Ok(s.trim().to_string())
+}
+
+#[cfg(test)]
+mod unit {
     use super::*;
 
     #[test]

@@ -1,7 +1,7 @@
 //! The intercept: every byte-changing host operation, and every target read.
 //!
 //! Host write to volume V, bytes [o, o+n) (DESIGN.md "How data flows"):
-//! 1. map bytes to tracks; 2. (freeze gate: with the freeze issue work);
+//! 1. map bytes to tracks; 2. the freeze gate (`freeze.rs`) parks writes to a frozen source;
 //! 3. inhibit: a `-tgtinhibit` target refuses with EPERM;
 //! 4. take the range locks of the tracks on V, on each target of V, and on V's source;
 //! 5. copy-on-write: for each relationship where V is the source and the track's target bit
@@ -87,6 +87,8 @@ impl ImageFlash {
         if offset.checked_add(len).is_none_or(|end| end > vol.size()) {
             return Err(errno(libc::EINVAL));
         }
+        // 2. freeze gate, before any lock is taken: a parked write holds nothing.
+        self.freeze_gate(vol);
         let r = tracks(vol, offset, len);
         let (_guard, roles) = self.lock_for(vol, &r);
         if let Some(rel) = &roles.as_target {
@@ -123,7 +125,14 @@ impl ImageFlash {
                 copy_track(rel, t)?;
             }
         }
-        // 7. change recording.
+        // 7. journal, then change recording: the intent bits are set before the in-memory
+        // bits and before the data write is submitted (kill -9 safe).
+        let recording = roles.as_source.iter().chain(roles.as_target.iter()).any(|r| r.state().record.options.record);
+        let journal = if recording { self.journal(vol.handle()) } else { None };
+        let mark = match &journal {
+            Some(j) => Some(j.mark(r.clone()).map_err(|e| io::Error::other(e.to_string()))?),
+            None => None,
+        };
         for rel in &roles.as_source {
             let mut st = rel.state();
             if st.record.options.record {
@@ -136,8 +145,24 @@ impl ImageFlash {
                 st.tgt_changes.insert_range(r.clone());
             }
         }
-        // 8. the data.
-        if cow_after { Ok(()) } else { self.data(vol, offset, change) }
+        drop(mark);
+        // 8. the data; FUA also makes the journal's log durable.
+        if !cow_after {
+            self.data(vol, offset, change)?;
+        }
+        if let (Change::Write { fua: true, .. }, Some(j)) = (change, &journal) {
+            j.flush_point().map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// FLUSH: the volume's data and its journal's log durable.
+    pub fn flush(&self, vol: &Volume) -> io::Result<()> {
+        vol.flush()?;
+        if let Some(j) = self.journal(vol.handle()) {
+            j.flush_point().map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn data(&self, vol: &Volume, offset: u64, change: Change<'_>) -> io::Result<()> {
@@ -215,9 +240,6 @@ pub(crate) fn copy_track(rel: &Arc<Relationship>, t: TrackNo) -> io::Result<()> 
         );
         return Err(e);
     }
-    let mut st = rel.state();
-    if st.target_bits.remove(t) {
-        st.copied += 1;
-    }
+    rel.mark_copied(t.0..t.0 + 1)?;
     Ok(())
 }

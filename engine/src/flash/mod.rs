@@ -12,11 +12,13 @@
 //! I/O re-checks the generation and starts over if a relationship came or went.
 
 pub mod copier;
+pub mod freeze;
 pub mod intercept;
 pub mod locks;
 #[cfg(test)]
 mod model;
 pub mod mutant;
+pub mod persist;
 pub mod relationship;
 
 use crate::bitmap::TrackBitmap;
@@ -30,6 +32,11 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 #[derive(Debug, Default)]
 pub struct ImageFlash {
     locks: RangeLocks,
+    freeze: freeze::FreezeGate,
+    store: std::sync::OnceLock<persist::FlashStore>,
+    journals: Mutex<persist::Journals>,
+    /// Serializes checkpoints with resync (both write generations).
+    ckpt_lock: Mutex<()>,
     rels: RwLock<Vec<Arc<Relationship>>>,
     generation: AtomicU64,
 }
@@ -145,36 +152,66 @@ impl ImageFlash {
     }
 
     /// Resync (`resyncflash`): under the barrier, the new target bitmap is what was still
-    /// uncopied plus what changed on either side; then both change bitmaps are cleared and
-    /// the increment's copy count restarts. `persist` runs under the barrier after the new
-    /// bitmap is computed and before the change bitmaps are cleared: if it fails, nothing
-    /// changed (the caller persists the new generation there). Returns the tracks to copy.
-    pub fn resync<E>(
+    /// uncopied plus what changed on either side. Order: the caller's `persist` (catalog),
+    /// then the new checkpoint (generation + 1, empty change bitmaps), then memory, then the
+    /// copied set's old epoch is cleared; a failure before memory changes leaves the
+    /// relationship as it was. Returns the tracks to copy.
+    pub fn resync<E: From<crate::error::Error>>(
         &self,
         rel: &Relationship,
         options: FlashOptions,
         now: i64,
         persist: impl FnOnce(&TrackBitmap) -> Result<(), E>,
     ) -> Result<u64, E> {
-        self.with_barrier(rel, |st| {
+        let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
+        let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, generation) = {
+            let mut st = rel.state();
             let next = resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes);
-            let mut persist = Some(persist);
-            if !mutant::is(mutant::Mutant::ClearBeforePersist)
-                && let Some(p) = persist.take()
-            {
-                p(&next)?;
+            if mutant::is(mutant::Mutant::ClearBeforePersist) {
+                st.src_changes.clear();
+                st.tgt_changes.clear();
             }
+            (next, st.generation + 1)
+        };
+        let token = match &rel.copied {
+            Some(c) => Some(c.begin_epoch()?),
+            None => None,
+        };
+        persist(&next)?;
+        if let Some(store) = self.store() {
+            let (s, t) = rel.ids();
+            let empty = TrackBitmap::new();
+            crate::bitmap::checkpoint::store(
+                &store.dir,
+                &persist::pair_name(s, t),
+                generation,
+                &[next.clone(), empty.clone(), empty],
+            )?;
+        }
+        let count = {
+            let mut st = rel.state();
             st.src_changes.clear();
             st.tgt_changes.clear();
-            if let Some(p) = persist.take() {
-                p(&next)?;
-            }
             st.target_bits = next;
+            st.generation = generation;
             st.copied = 0;
+            st.cursor = 0;
             st.record.options = options;
             st.record.synced = now;
-            Ok(st.target_bits.len())
-        })
+            st.target_bits.len()
+        };
+        if let (Some(c), Some(tok)) = (&rel.copied, token)
+            && let Err(e) = c.end_epoch(tok)
+        {
+            // Stale copied bits next to the new checkpoint could hide tracks that need
+            // copying after a crash: say so rather than risk a wrong T0.
+            tracing::error!("resync {}:{}: clearing the copied set failed: {e}", rel.ids().0, rel.ids().1);
+            rel.state().record.state = relationship::FlashState::ValidationRequired;
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.kick();
+        Ok(count)
     }
 
     /// Records of every relationship (for the catalog).
@@ -189,6 +226,7 @@ impl ImageFlash {
         &self,
         rel: &Arc<Relationship>,
         record: FlashRecord,
+        copied: Option<crate::bitmap::intent::PersistentBitset>,
         persist: impl FnOnce() -> Result<(), E>,
     ) -> Result<(), E> {
         let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
@@ -197,7 +235,8 @@ impl ImageFlash {
         let bits = resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes);
         st.withdrawn = true;
         drop(st);
-        let reversed = Arc::new(Relationship::new(rel.target.clone(), rel.source.clone(), record, bits));
+        let reversed =
+            Arc::new(Relationship::with_copied(rel.target.clone(), rel.source.clone(), record, bits, copied));
         let mut rels = self.rels.write().unwrap_or_else(|p| p.into_inner());
         rels.retain(|r| !Arc::ptr_eq(r, rel));
         rels.push(reversed);

@@ -163,12 +163,13 @@ impl World {
                 let m = &mut self.rels[i];
                 let expected: BTreeSet<u32> = m.bits.union(&m.written).copied().collect();
                 let options = m.engine.state().record.options.clone();
-                let r = self.flash.resync(
-                    &m.engine,
-                    options,
-                    1,
-                    |_next: &TrackBitmap| if fail_persist { Err(()) } else { Ok(()) },
-                );
+                let r = self.flash.resync(&m.engine, options, 1, |_next: &TrackBitmap| {
+                    if fail_persist {
+                        Err(crate::error::Error::new(crate::error::ErrorKind::Io, "model", "injected"))
+                    } else {
+                        Ok(())
+                    }
+                });
                 if fail_persist {
                     prop_assert!(r.is_err());
                     return Ok(());

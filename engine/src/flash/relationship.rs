@@ -7,6 +7,7 @@
 //!   since the last establish or resync. A resync copies `target | src | tgt`.
 
 use crate::bitmap::TrackBitmap;
+use crate::bitmap::intent::PersistentBitset;
 use crate::id::VolumeId;
 use crate::volume::Volume;
 use serde::{Deserialize, Serialize};
@@ -75,20 +76,36 @@ pub struct RelState {
     pub cursor: u32,
     /// `rmflash -cp`: remove the relationship when the copy is done.
     pub remove_when_copied: bool,
+    /// Generation of the last stored checkpoint.
+    pub generation: u64,
 }
 
 #[derive(Debug)]
 pub struct Relationship {
     pub source: Arc<Volume>,
     pub target: Arc<Volume>,
+    /// Tracks whose copy landed since the last checkpoint (kill -9 safe); None without a
+    /// store (the model test).
+    pub copied: Option<PersistentBitset>,
     state: Mutex<RelState>,
 }
 
 impl Relationship {
     pub fn new(source: Arc<Volume>, target: Arc<Volume>, record: FlashRecord, target_bits: TrackBitmap) -> Self {
+        Self::with_copied(source, target, record, target_bits, None)
+    }
+
+    pub fn with_copied(
+        source: Arc<Volume>,
+        target: Arc<Volume>,
+        record: FlashRecord,
+        target_bits: TrackBitmap,
+        copied: Option<PersistentBitset>,
+    ) -> Self {
         Relationship {
             source,
             target,
+            copied,
             state: Mutex::new(RelState {
                 record,
                 target_bits,
@@ -98,6 +115,7 @@ impl Relationship {
                 withdrawn: false,
                 cursor: 0,
                 remove_when_copied: false,
+                generation: 0,
             }),
         }
     }
@@ -132,5 +150,27 @@ impl RelState {
     pub fn finished(&self) -> bool {
         self.target_bits.is_empty()
             && ((!self.record.options.persist && !self.record.options.nocopy) || self.remove_when_copied)
+    }
+}
+
+impl Relationship {
+    /// Record that the copy of `tracks` landed on the target, then clear their target bits
+    /// (in that order: a cleared bit must survive a crash). Returns how many were set.
+    pub fn mark_copied(&self, tracks: std::ops::Range<u32>) -> std::io::Result<u64> {
+        let guard = match &self.copied {
+            Some(c) => Some(c.mark(tracks.clone()).map_err(|e| std::io::Error::other(e.to_string()))?),
+            None => None,
+        };
+        let mut st = self.state();
+        let mut n = 0;
+        for t in tracks {
+            if st.target_bits.remove(crate::geometry::TrackNo(t)) {
+                n += 1;
+            }
+        }
+        st.copied += n;
+        drop(st);
+        drop(guard);
+        Ok(n)
     }
 }

@@ -38,15 +38,27 @@ impl Image {
             Request::FlashReverse { pairs, options, fast, seqnum, .. } => Reply::Items(
                 self.per_pair(&pairs, |img, rel| img.flash_reverse(rel, options.clone(), fast, seqnum, now)),
             ),
-            Request::FlashWait { pairs, timeout_ms, .. } => Reply::Flash(self.flash_wait(&pairs, timeout_ms)),
-            Request::FlashSetRevertible { .. }
-            | Request::FlashCommit { .. }
-            | Request::FlashRevert { .. }
-            | Request::FlashUnfreeze { .. } => {
+            Request::FlashUnfreeze { lss, .. } => Reply::Items(
+                lss.iter()
+                    .map(|&l| ItemOutcome {
+                        object: l.to_string(),
+                        result: if self.flash.freeze_gate_state().thaw(l) {
+                            Ok(())
+                        } else {
+                            Err(Error::new(
+                                ErrorKind::FlashNotFrozen,
+                                l,
+                                "no frozen FlashCopy consistency group (never frozen, or its timer already fired)",
+                            ))
+                        },
+                    })
+                    .collect(),
+            ),
+            Request::FlashSetRevertible { .. } | Request::FlashCommit { .. } | Request::FlashRevert { .. } => {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
                     self.id(),
-                    "revertible relationships and FlashCopy consistency groups are not supported yet",
+                    "revertible FlashCopy relationships are not supported yet",
                 ));
             }
             other => {
@@ -179,25 +191,59 @@ impl Image {
             return outcomes;
         }
         // One barrier, one catalog write, one install: the group shares T0.
-        let rels: Vec<Arc<Relationship>> = made
-            .iter()
-            .map(|rec| {
-                let (s, t) = (self.volumes[&rec.source].clone(), self.volumes[&rec.target].clone());
-                let bits = crate::bitmap::TrackBitmap::full(s.geometry().tracks());
-                Arc::new(Relationship::new(s, t, rec.clone(), bits))
-            })
-            .collect();
+        let rels = match self.new_relationships(&made) {
+            Ok(r) => r,
+            Err(e) => {
+                for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
+                    o.result = Err(e.clone());
+                }
+                return outcomes;
+            }
+        };
         let next = self.flash_catalog(&made, &[]);
         let dir = self.dir.clone();
         match self.flash.install_group(rels, || super::catalog::store(&dir, &next)) {
-            Ok(()) => self.record = next,
+            Ok(()) => {
+                self.record = next;
+                if options.freeze {
+                    for rec in &made {
+                        let lss = rec.source.lss();
+                        let ckd = self.record.volumes.get(&rec.source).is_some_and(|v| v.stgtype() == StorageType::Ckd);
+                        let secs = if ckd { FREEZE_TIMEOUT_CKD } else { FREEZE_TIMEOUT_FB };
+                        self.flash.freeze_gate_state().freeze(lss, std::time::Duration::from_secs(secs as u64));
+                    }
+                }
+            }
             Err(e) => {
+                if let Some(store) = self.flash.store() {
+                    for rec in &made {
+                        store.remove_relationship(rec.source, rec.target);
+                    }
+                }
                 for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
                     o.result = Err(e.clone());
                 }
             }
         }
         outcomes
+    }
+
+    /// Runtime relationships for new records: journals for their volumes, a fresh copied
+    /// set each (stale files of an earlier relationship of the pair removed).
+    fn new_relationships(&self, made: &[FlashRecord]) -> Result<Vec<Arc<Relationship>>> {
+        let mut rels = Vec::new();
+        for rec in made {
+            let (s, t) = (self.volumes[&rec.source].clone(), self.volumes[&rec.target].clone());
+            self.flash.ensure_journal(&s)?;
+            self.flash.ensure_journal(&t)?;
+            let copied = match self.flash.store() {
+                Some(store) => Some(store.new_relationship(&s, rec.source, rec.target)?),
+                None => None,
+            };
+            let bits = crate::bitmap::TrackBitmap::full(s.geometry().tracks());
+            rels.push(Arc::new(Relationship::with_copied(s, t, rec.clone(), bits, copied)));
+        }
+        Ok(rels)
     }
 
     fn check_seqnum(rel: &Relationship, seqnum: Option<u32>) -> Result<()> {
@@ -233,6 +279,9 @@ impl Image {
         let dir = self.dir.clone();
         self.flash.remove_with(rel, || super::catalog::store(&dir, &next))?;
         self.record = next;
+        if let Some(store) = self.flash.store() {
+            store.remove_relationship(s, t);
+        }
         Ok(())
     }
 
@@ -332,27 +381,16 @@ impl Image {
         };
         let next = self.flash_catalog(std::slice::from_ref(&reversed), &[(s, t)]);
         let dir = self.dir.clone();
-        self.flash.reverse(rel, reversed, || super::catalog::store(&dir, &next))?;
+        let copied = match self.flash.store() {
+            Some(store) => Some(store.new_relationship(&rel.target, t, s)?),
+            None => None,
+        };
+        self.flash.reverse(rel, reversed, copied, || super::catalog::store(&dir, &next))?;
         self.record = next;
-        Ok(())
-    }
-
-    fn flash_wait(&self, pairs: &[(VolumeId, VolumeId)], timeout_ms: u64) -> Vec<FlashView> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
-        loop {
-            let views: Vec<FlashView> = self
-                .flash_views()
-                .into_iter()
-                .filter(|v| pairs.contains(&(v.record.source, v.record.target)))
-                .collect();
-            let busy = views.iter().any(|v| v.active_copy);
-            let now = std::time::Instant::now();
-            if !busy || now >= deadline {
-                return views;
-            }
-            let seen = self.flash.work_count();
-            self.flash.wait_work(seen, (deadline - now).min(std::time::Duration::from_millis(50)));
+        if let Some(store) = self.flash.store() {
+            store.remove_relationship(s, t);
         }
+        Ok(())
     }
 
     pub fn flash_views(&self) -> Vec<FlashView> {
@@ -386,6 +424,9 @@ impl Image {
         let dir = self.dir.clone();
         self.flash.remove_with(rel, || super::catalog::store(&dir, &next))?;
         self.record = next;
+        if let Some(store) = self.flash.store() {
+            store.remove_relationship(s, t);
+        }
         Ok(())
     }
 
@@ -394,25 +435,63 @@ impl Image {
         self.record.flash.iter().any(|r| r.source == v || r.target == v)
     }
 
-    /// Bring relationships back at open. Until the change journal lands, bitmaps are not
-    /// persisted: every relationship comes back `Validation Required` with all tracks
-    /// uncopied, never a silently wrong T0.
+    /// Bring relationships back at open (DESIGN.md recovery): open the journal of every
+    /// volume in a relationship (what it returns was changed), load each relationship's
+    /// newest checkpoint minus the tracks whose copy landed since, fold the changes into the
+    /// change recording, then checkpoint so the recovered state is durable. After a power
+    /// loss a relationship is `Validation Required`: the order of a COW's target write and
+    /// its source write cannot be proven after power loss.
     pub(super) fn restore_flash(&mut self) -> Result<()> {
+        let Some(store) = self.flash.store().cloned() else { return Ok(()) };
+        let mut changed: std::collections::HashMap<VolumeId, (crate::bitmap::TrackBitmap, bool)> = Default::default();
         let mut rels = Vec::new();
-        for rec in &self.record.flash {
-            let (Some(s), Some(t)) = (self.volumes.get(&rec.source), self.volumes.get(&rec.target)) else {
+        for rec in self.record.flash.clone() {
+            let (Some(s), Some(t)) = (self.volumes.get(&rec.source).cloned(), self.volumes.get(&rec.target).cloned())
+            else {
                 return Err(Error::new(
                     ErrorKind::Corrupt,
                     self.id(),
                     format!("relationship {}:{} names a missing volume", rec.source, rec.target),
                 ));
             };
+            for v in [&s, &t] {
+                if let Some((c, prev)) = self.flash.ensure_journal(v)? {
+                    let lost = prev == crate::bitmap::journal::Shutdown::PowerLoss;
+                    if !c.is_empty() {
+                        tracing::info!("{}: journal recovered {} changed tracks", v.key(), c.len());
+                    }
+                    changed.insert(v.key().volume, (c, lost));
+                }
+            }
+            let opened = store.open_relationship(&s, rec.source, rec.target)?;
+            let lost = opened.power_lost
+                || changed.get(&rec.source).is_some_and(|c| c.1)
+                || changed.get(&rec.target).is_some_and(|c| c.1);
             let mut rec = rec.clone();
-            rec.state = FlashState::ValidationRequired;
-            let bits = crate::bitmap::TrackBitmap::full(s.geometry().tracks());
-            rels.push(Arc::new(Relationship::new(s.clone(), t.clone(), rec, bits)));
+            rec.state = crate::flash::persist::recovered_state(rec.state, lost);
+            if lost {
+                tracing::warn!(
+                    "{}:{}: power loss before this start; relationship is Validation Required",
+                    rec.source,
+                    rec.target
+                );
+            }
+            let rel = Relationship::with_copied(s, t, rec.clone(), opened.target_bits, Some(opened.copied));
+            {
+                let mut st = rel.state();
+                st.src_changes = opened.src_changes;
+                st.tgt_changes = opened.tgt_changes;
+                st.generation = opened.generation;
+            }
+            crate::flash::persist::fold_changes(
+                &rel,
+                changed.get(&rec.source).map(|c| &c.0),
+                changed.get(&rec.target).map(|c| &c.0),
+            );
+            rels.push(Arc::new(rel));
         }
         let _ = self.flash.install_group(rels, || Ok::<(), ()>(()));
-        Ok(())
+        self.record.flash = self.flash.records();
+        self.flash.checkpoint()
     }
 }

@@ -85,7 +85,9 @@ impl Image {
         catalog::store(&tmp, &record)?;
         fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
         catalog::sync_dir(home)?;
-        Ok(Image { record, dir, io, volumes: BTreeMap::new(), devices: BTreeMap::new(), flash: Arc::default() })
+        let flash: Arc<ImageFlash> = Arc::default();
+        flash.set_store(crate::flash::persist::FlashStore::new(&dir, io.clone())?);
+        Ok(Image { record, dir, io, volumes: BTreeMap::new(), devices: BTreeMap::new(), flash })
     }
 
     /// Open an image directory: load the catalog, open device pools and volumes, delete
@@ -112,6 +114,7 @@ impl Image {
             let vol = image.open_volume(&image.record.volumes[&id])?;
             image.volumes.insert(id, vol);
         }
+        image.flash.set_store(crate::flash::persist::FlashStore::new(dir, image.io.clone())?);
         image.restore_flash()?;
         Ok(image)
     }
@@ -154,26 +157,39 @@ impl Image {
         Ok(())
     }
 
-    /// Delete `*.vol` files named after this image in its directory pools that the catalog
-    /// does not know: made by a create that crashed before its commit, or left by a remove
-    /// that crashed after it.
+    /// Delete `*.vol` files named after this image that the catalog does not know: made by
+    /// a create that crashed before its commit, or left by a remove that crashed after it.
+    /// Only in pool directories flashtrack made inside the image: a user's directory may be
+    /// shared with another home holding an image of the same ID, so nothing there is ever
+    /// deleted on a guess (such files are logged instead).
     fn remove_orphans(&self) {
         let prefix = format!("{}_", self.record.id);
+        let known: std::collections::HashSet<PathBuf> = self
+            .record
+            .volumes
+            .values()
+            .filter_map(|v| match &v.backing {
+                record::BackingRecord::File { path } => Some(self.resolve(path)),
+                record::BackingRecord::Device { .. } => None,
+            })
+            .collect();
         for pool in self.record.pools.values() {
-            let PoolLocation::Directory { path, .. } = &pool.location else { continue };
+            let PoolLocation::Directory { path, created } = &pool.location else { continue };
             let Ok(entries) = fs::read_dir(self.resolve(path)) else { continue };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(hex) = name.strip_prefix(&prefix).and_then(|s| s.strip_suffix(VOLUME_FILE_SUFFIX)) else {
+                let ours = name.strip_prefix(&prefix).and_then(|s| s.strip_suffix(VOLUME_FILE_SUFFIX)).is_some();
+                if !ours || known.contains(&entry.path()) {
                     continue;
-                };
-                let known = u16::from_str_radix(hex, 16)
-                    .ok()
-                    .and_then(|v| self.record.volumes.get(&VolumeId(v)))
-                    .is_some_and(|v| v.pool == pool.id);
-                if !known {
+                }
+                if *created {
                     tracing::warn!("removing orphaned volume file {}", entry.path().display());
                     let _ = fs::remove_file(entry.path());
+                } else {
+                    tracing::warn!(
+                        "{} looks like a volume file of this image that the catalog does not know; left alone",
+                        entry.path().display()
+                    );
                 }
             }
         }
@@ -208,22 +224,58 @@ impl Image {
             .collect()
     }
 
-    /// Remove the image's own files. The caller checked it holds no volumes.
-    pub fn destroy(self) -> Result<()> {
+    /// Why the image cannot be removed now, if anything: volumes, or files in its directory
+    /// that flashtrack did not make (never deleted on a guess).
+    pub fn removal_blocker(&self) -> Option<Error> {
         if !self.record.volumes.is_empty() {
-            return Err(Error::new(ErrorKind::ImageHasVolumes, &self.record.id, "storage image still has volumes"));
+            return Some(Error::new(ErrorKind::ImageHasVolumes, &self.record.id, "storage image still has volumes"));
         }
-        // Only what flashtrack made: pool directories it created (empty by now), the
-        // catalog, the image directory. A user's pool directory is left alone.
-        for pool in self.record.pools.values() {
-            if let PoolLocation::Directory { path, created: true } = &pool.location {
-                let _ = fs::remove_dir(self.resolve(path));
+        let ours_pools: Vec<PathBuf> = self
+            .record
+            .pools
+            .values()
+            .filter_map(|p| match &p.location {
+                PoolLocation::Directory { path, created: true } => Some(self.resolve(path)),
+                _ => None,
+            })
+            .collect();
+        let stray = |p: &Path| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                &self.record.id,
+                format!("{} was not made by flashtrack; move it away first", p.display()),
+            )
+        };
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match name.as_str() {
+                catalog::CATALOG_FILE | "flash" => {}
+                "pools" => {
+                    for pool in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+                        if !ours_pools.contains(&pool.path()) {
+                            return Some(stray(&pool.path()));
+                        }
+                        if let Some(f) = fs::read_dir(pool.path()).into_iter().flatten().flatten().next() {
+                            return Some(stray(&f.path()));
+                        }
+                    }
+                }
+                _ => return Some(stray(&entry.path())),
             }
         }
-        let _ = fs::remove_dir(self.dir.join("pools"));
-        let cat = self.dir.join(catalog::CATALOG_FILE);
-        fs::remove_file(&cat).map_err(|e| Error::io(cat.display(), &e))?;
-        fs::remove_dir(&self.dir).map_err(|e| Error::io(self.dir.display(), &e))?;
-        Ok(())
+        None
+    }
+
+    /// Remove the image's own files: the directory is first renamed to a hidden
+    /// `.ID.removing` (durably), so a crash part way leaves something recovery finishes
+    /// removing, never an image without its catalog.
+    pub fn destroy(self, home: &Path) -> Result<()> {
+        if let Some(e) = self.removal_blocker() {
+            return Err(e);
+        }
+        let doomed = home.join(format!(".{}.removing", self.record.id));
+        fs::rename(&self.dir, &doomed).map_err(|e| Error::io(self.dir.display(), &e))?;
+        catalog::sync_dir(home)?;
+        fs::remove_dir_all(&doomed).map_err(|e| Error::io(doomed.display(), &e))
     }
 }

@@ -46,7 +46,8 @@ impl Image {
             Some(p) => {
                 let p =
                     p.canonicalize().map_err(|e| Error::new(ErrorKind::PoolPathInvalid, p.display(), e.to_string()))?;
-                if self.record.pools.values().any(|q| q.location.path() == &p) {
+                let same = |q: &PoolRecord| self.resolve(q.location.path()).canonicalize().is_ok_and(|c| c == p);
+                if self.record.pools.values().any(same) {
                     return Err(Error::new(ErrorKind::PoolPathInvalid, p.display(), "another pool already uses it"));
                 }
                 let meta =

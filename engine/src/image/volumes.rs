@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 /// Volumes on a device pool start on 1 MiB boundaries (O_DIRECT- and 4K-friendly).
 const DEVICE_ALIGN: u64 = 1 << 20;
+/// How long a remove waits for host sessions that are closing.
+const SESSION_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 /// Longest volume nickname.
 pub const MAX_NAME: usize = 16;
 
@@ -74,6 +76,8 @@ impl Image {
                     .cloned()
                     .ok_or_else(|| Error::new(ErrorKind::Io, pool.id, "device pool is not open"))?;
                 let b = Backing::device_region(dev, offset, len)?;
+                // A device region may hold a deleted volume's data: a new volume reads zero.
+                b.punch(&*self.io, 0, len).map_err(|e| Error::io(id, &e))?;
                 (b, BackingRecord::Device { path: path.clone(), offset })
             }
         };
@@ -213,7 +217,10 @@ impl Image {
                         if blocked || offset + new > dev.size() {
                             return Err(Error::new(ErrorKind::CapacityTooLarge, id, "no room to grow on the device"));
                         }
-                        Backing::device_region(dev, *offset, new)?
+                        let b = Backing::device_region(dev, *offset, new)?;
+                        // The grown range may hold old data: it reads zero.
+                        b.punch(&*self.io, old, new - old).map_err(|e| Error::io(id, &e))?;
+                        b
                     }
                 };
                 rec.geometry = geometry;
@@ -224,7 +231,13 @@ impl Image {
         }
         let mut next = self.record.clone();
         next.volumes.insert(id, rec);
-        self.commit(next)?;
+        if let Err(e) = self.commit(next) {
+            // The catalog still has the old size: take the file back to it.
+            if let BackingRecord::File { path } = &cur.backing {
+                let _ = undo_uncommitted_grow(&self.resolve(path), cur.geometry.size_bytes());
+            }
+            return Err(e);
+        }
         if let Some(v) = new_volume {
             self.volumes.insert(id, v);
         }
@@ -239,15 +252,23 @@ impl Image {
         if self.in_relationship(id) {
             return Err(Error::new(ErrorKind::VolumeInRelationship, id, "the volume is in a FlashCopy relationship"));
         }
-        if let Some(vol) = self.volumes.get(&id)
-            && vol.sessions() > 0
-        {
-            return Err(Error::new(ErrorKind::VolumeInUse, id, "hosts have the volume open"));
+        if let Some(vol) = self.volumes.get(&id) {
+            // A host that just hung up may still be tearing its session down: a short grace.
+            let deadline = std::time::Instant::now() + SESSION_GRACE;
+            while vol.sessions() > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if vol.sessions() > 0 {
+                return Err(Error::new(ErrorKind::VolumeInUse, id, "hosts have the volume open"));
+            }
         }
         let mut next = self.record.clone();
         next.volumes.remove(&id);
         self.commit(next)?;
         if let Some(vol) = self.volumes.remove(&id) {
+            if let Some(store) = self.flash.store() {
+                store.remove_journal(&vol);
+            }
             if let BackingRecord::File { path } = &rec.backing
                 && let Err(e) = std::fs::remove_file(self.resolve(path))
             {
@@ -262,7 +283,11 @@ impl Image {
     pub(super) fn open_volume(&self, rec: &VolumeRecord) -> Result<Arc<Volume>> {
         let len = rec.geometry.size_bytes();
         let backing = match &rec.backing {
-            BackingRecord::File { path } => Backing::open_file(self.resolve(path), len)?,
+            BackingRecord::File { path } => {
+                let path = self.resolve(path);
+                undo_uncommitted_grow(&path, len)?;
+                Backing::open_file(path, len)?
+            }
             BackingRecord::Device { offset, .. } => {
                 let dev = self
                     .device(rec.pool)
@@ -318,4 +343,20 @@ fn geometry_of(cap: Capacity, id: VolumeId) -> Result<(Geometry, Option<crate::g
             Ok((Geometry::Ckd { cylinders }, None, StorageType::Ckd))
         }
     }
+}
+
+/// A file longer than its catalog size was grown by a `chfbvol -cap` whose commit never
+/// happened (a crash, or a failed catalog write): the catalog is the truth, cut it back.
+fn undo_uncommitted_grow(path: &std::path::Path, len: u64) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    if meta.len() > len {
+        tracing::warn!(
+            "{} is {} bytes, the catalog says {len}: undoing an uncommitted grow",
+            path.display(),
+            meta.len()
+        );
+        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path.display(), &e))?;
+        f.set_len(len).and_then(|()| f.sync_all()).map_err(|e| Error::io(path.display(), &e))?;
+    }
+    Ok(())
 }

@@ -461,6 +461,27 @@ impl Backing {
         }
     }
 
+    /// The file descriptor of a file backing (offsets are volume offsets); None for a
+    /// device region, whose I/O needs alignment handling.
+    pub fn file_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match &self.place {
+            Place::File { file, .. } => Some(file.as_fd()),
+            Place::Device { .. } => None,
+        }
+    }
+
+    /// Whether `[offset, offset+len)` of a file backing is one hole (reads zero, holds no
+    /// blocks). Devices and errors say no: the caller then copies, which is always right.
+    pub fn is_hole(&self, offset: u64, len: u64) -> bool {
+        let Place::File { file, .. } = &self.place else { return false };
+        match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(offset)) {
+            Ok(data) => data >= offset + len,
+            // ENXIO: no data at or after offset.
+            Err(rustix::io::Errno::NXIO) => true,
+            Err(_) => false,
+        }
+    }
+
     /// Make written data durable (fdatasync of the file or device).
     pub fn sync(&self, io: &dyn IoEngine) -> io::Result<()> {
         match &self.place {

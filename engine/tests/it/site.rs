@@ -281,3 +281,55 @@ fn write_fixture(dst: &std::path::Path) {
     drop(site);
     let _ = std::fs::remove_file(dst.join(flashtrack::site::LOCK_FILE));
 }
+
+#[test]
+fn an_uncommitted_grow_is_undone_at_open() {
+    let mut t = TestSite::new();
+    let img = t.image("IBM.2107-75FA120");
+    items_ok(t.ok(fb(&img, 0, 1, &[0x1000])));
+    // A crash after growing the file and before the catalog commit.
+    let path = t.volume_path(&img, 0x1000);
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(2 << 30).unwrap();
+    t.restart();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 30);
+    let Reply::Volumes(vols) = t.ok(Request::VolumeList { image: img.clone() }) else { panic!() };
+    assert_eq!(vols[0].record.geometry.tracks(), 16_384);
+}
+
+#[test]
+fn a_pool_cannot_alias_another_pools_directory() {
+    let t = TestSite::new();
+    let img = t.image("IBM.2107-75FA120");
+    items_ok(t.ok(fb(&img, 0, 1, &[0x1000])));
+    let p0 = t.home().join("IBM.2107-75FA120/pools/P0");
+    t.unchanged(&img, |t| {
+        let req = Request::PoolCreate {
+            image: img.clone(),
+            name: "alias".into(),
+            rankgrp: 0,
+            stgtype: StorageType::Fb,
+            path: Some(p0.clone()),
+        };
+        assert_eq!(t.err(req), ErrorKind::PoolPathInvalid);
+    });
+}
+
+#[test]
+fn image_remove_refuses_strangers_and_changes_nothing() {
+    let mut t = TestSite::new();
+    let img = t.image("IBM.1750-68FA120");
+    let stray = t.home().join("IBM.1750-68FA120/pools/P0/notes.txt");
+    std::fs::write(&stray, b"mine").unwrap();
+    t.unchanged(&img, |t| assert_eq!(t.err(Request::ImageRemove { id: img.clone() }), ErrorKind::InvalidArgument));
+    t.restart();
+    assert!(stray.exists());
+    std::fs::remove_file(&stray).unwrap();
+    t.ok(Request::ImageRemove { id: img.clone() });
+    assert!(!t.home().join("IBM.1750-68FA120").exists());
+    // A removal cut short by a crash is finished at the next start.
+    let img2 = t.image("IBM.2107-75FA150");
+    std::fs::rename(t.home().join("IBM.2107-75FA150"), t.home().join(".IBM.2107-75FA150.removing")).unwrap();
+    t.restart();
+    assert!(!t.home().join(".IBM.2107-75FA150.removing").exists());
+    assert_eq!(t.err(Request::PoolList { image: img2 }), ErrorKind::ImageNotFound);
+}

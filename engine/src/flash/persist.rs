@@ -1,0 +1,260 @@
+//! Durability of an image's FlashCopy state (DESIGN.md "Durability"), on the journal of
+//! `crate::bitmap`:
+//!
+//! * each volume in a relationship has a [`VolumeJournal`] (write-intent bitset + activity
+//!   log): the intercept marks a write's tracks before setting change-recording bits and
+//!   before submitting the data; recovery ORs what it returns into the change recording of
+//!   every relationship of the volume;
+//! * each relationship has a `Copied` [`PersistentBitset`]: a copy (COW, fill, copier) sets
+//!   the track's bit after the target write landed and before the in-memory target bit is
+//!   cleared, so a cleared target bit survives kill -9 and a track is never copied twice
+//!   (a second copy after the source changed would break T0);
+//! * bitmaps are checkpointed off the I/O path with generations: begin the epochs of every
+//!   journal and copied set, snapshot, store, end the epochs.
+//!
+//! Files live in `<image>/flash/`: `<VOL>.intent`, `<VOL>.alog`, `<SRC>_<TGT>.copied` and
+//! the checkpoints `<SRC>_<TGT>.*`. `FLASHTRACK_BOOT_ID` overrides the kernel's boot ID (a
+//! test hook that simulates a reboot, i.e. power loss, between two runs).
+
+use super::ImageFlash;
+use super::relationship::{FlashState, Relationship};
+use crate::bitmap::intent::{BitsetConfig, BitsetRole, PersistentBitset};
+use crate::bitmap::journal::{JournalConfig, RecoveryKind, Shutdown, VolumeJournal};
+use crate::bitmap::{TrackBitmap, checkpoint};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::VolumeId;
+use crate::io::IoEngine;
+use crate::volume::Volume;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Environment override of the boot ID (tests simulate power loss with it).
+pub const BOOT_ID_ENV: &str = "FLASHTRACK_BOOT_ID";
+
+/// Where one image's FlashCopy files are.
+#[derive(Debug, Clone)]
+pub struct FlashStore {
+    pub dir: PathBuf,
+    pub io: Arc<dyn IoEngine>,
+}
+
+pub fn boot_id() -> Result<String> {
+    match std::env::var(BOOT_ID_ENV) {
+        Ok(b) if !b.is_empty() => Ok(b),
+        _ => crate::bitmap::boot_id(),
+    }
+}
+
+pub fn pair_name(s: VolumeId, t: VolumeId) -> String {
+    format!("{s}_{t}")
+}
+
+fn tracks_u32(v: &Volume) -> u32 {
+    v.geometry().tracks().min(u32::MAX as u64) as u32
+}
+
+impl FlashStore {
+    pub fn new(image_dir: &Path, io: Arc<dyn IoEngine>) -> Result<FlashStore> {
+        let dir = image_dir.join("flash");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), &e))?;
+        Ok(FlashStore { dir, io })
+    }
+
+    fn journal_config(&self, v: &Volume) -> Result<JournalConfig> {
+        Ok(JournalConfig {
+            dir: self.dir.clone(),
+            name: v.key().volume.to_string(),
+            tag: v.key().to_string(),
+            tracks: tracks_u32(v),
+            boot_id: Some(boot_id()?),
+        })
+    }
+
+    fn copied_config(&self, rel_source: &Volume, s: VolumeId, t: VolumeId) -> Result<BitsetConfig> {
+        Ok(BitsetConfig {
+            path: self.dir.join(format!("{}.copied", pair_name(s, t))),
+            role: BitsetRole::Copied,
+            tag: format!("{}:{t}", rel_source.key()),
+            tracks: tracks_u32(rel_source),
+            boot_id: boot_id()?,
+        })
+    }
+
+    /// The journal of a volume joining its first relationship (created if it has none).
+    pub fn journal_for_new(&self, v: &Volume) -> Result<(VolumeJournal, TrackBitmap, Shutdown)> {
+        let cfg = self.journal_config(v)?;
+        if cfg.intent_path().exists() {
+            let r = VolumeJournal::open(&cfg, self.io.clone(), RecoveryKind::Detect)?;
+            Ok((r.journal, r.changed, r.previous))
+        } else {
+            Ok((VolumeJournal::create(&cfg, self.io.clone())?, TrackBitmap::new(), Shutdown::Clean))
+        }
+    }
+
+    /// A fresh copied set and no checkpoint for a new relationship (stale files of an
+    /// earlier relationship of the same pair are removed first).
+    pub fn new_relationship(&self, source: &Volume, s: VolumeId, t: VolumeId) -> Result<PersistentBitset> {
+        let cfg = self.copied_config(source, s, t)?;
+        PersistentBitset::remove(&cfg.path)?;
+        checkpoint::remove_all(&self.dir, &pair_name(s, t))?;
+        PersistentBitset::create(cfg)
+    }
+
+    /// Open a relationship's durable state: the newest checkpoint (all ones if none) minus
+    /// the tracks whose copy landed since. Returns the bitmaps, the generation, the copied
+    /// set and whether the previous owner lost power.
+    pub fn open_relationship(&self, source: &Volume, s: VolumeId, t: VolumeId) -> Result<OpenedRelationship> {
+        let name = pair_name(s, t);
+        let (generation, mut bits) = match checkpoint::load(&self.dir, &name)? {
+            Some(cp) if cp.bitmaps.len() == 3 => (cp.generation, cp.bitmaps),
+            Some(_) => {
+                return Err(Error::new(ErrorKind::Corrupt, &name, "checkpoint holds the wrong number of bitmaps"));
+            }
+            None => (0, vec![TrackBitmap::full(source.geometry().tracks()), TrackBitmap::new(), TrackBitmap::new()]),
+        };
+        let cfg = self.copied_config(source, s, t)?;
+        let copied = if cfg.path.exists() { PersistentBitset::open(cfg)? } else { PersistentBitset::create(cfg)? };
+        let prev = copied.previous_owner().clone();
+        let power_lost = !prev.clean && prev.boot_id != copied.config().boot_id;
+        let landed = copied.recover();
+        bits[0].difference_with(&landed);
+        copied.claim()?;
+        let tgt_changes = bits.pop().unwrap_or_default();
+        let src_changes = bits.pop().unwrap_or_default();
+        let target_bits = bits.pop().unwrap_or_default();
+        Ok(OpenedRelationship { generation, target_bits, src_changes, tgt_changes, copied, power_lost })
+    }
+
+    pub fn remove_relationship(&self, s: VolumeId, t: VolumeId) {
+        let _ = PersistentBitset::remove(&self.dir.join(format!("{}.copied", pair_name(s, t))));
+        let _ = checkpoint::remove_all(&self.dir, &pair_name(s, t));
+    }
+
+    pub fn remove_journal(&self, v: &Volume) {
+        if let Ok(cfg) = self.journal_config(v) {
+            let _ = VolumeJournal::remove(&cfg);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct OpenedRelationship {
+    pub generation: u64,
+    pub target_bits: TrackBitmap,
+    pub src_changes: TrackBitmap,
+    pub tgt_changes: TrackBitmap,
+    pub copied: PersistentBitset,
+    pub power_lost: bool,
+}
+
+impl ImageFlash {
+    /// Attach durable storage (flashd does; the model test runs without).
+    pub fn set_store(&self, store: FlashStore) {
+        let _ = self.store.set(store);
+    }
+
+    pub fn store(&self) -> Option<&FlashStore> {
+        self.store.get()
+    }
+
+    pub fn journal(&self, volume: u64) -> Option<Arc<VolumeJournal>> {
+        self.journals.lock().unwrap_or_else(|p| p.into_inner()).get(&volume).cloned()
+    }
+
+    /// Make sure `v` has an open journal (it is joining a relationship); returns what its
+    /// journal recovered if it had to be opened.
+    pub fn ensure_journal(&self, v: &Volume) -> Result<Option<(TrackBitmap, Shutdown)>> {
+        let Some(store) = self.store() else { return Ok(None) };
+        let mut j = self.journals.lock().unwrap_or_else(|p| p.into_inner());
+        if j.contains_key(&v.handle()) {
+            return Ok(None);
+        }
+        let (journal, changed, previous) = store.journal_for_new(v)?;
+        j.insert(v.handle(), Arc::new(journal));
+        Ok(Some((changed, previous)))
+    }
+
+    /// Checkpoint every relationship: flip the epochs of every journal and copied set,
+    /// snapshot and store the bitmaps with the next generation, end the epochs. Off the I/O
+    /// path; host writes go on (their marks land in the new epoch).
+    pub fn checkpoint(&self) -> Result<()> {
+        let Some(store) = self.store() else { return Ok(()) };
+        let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let rels = self.relationships();
+        let journals: Vec<Arc<VolumeJournal>> =
+            self.journals.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut jt = Vec::new();
+        for j in &journals {
+            jt.push(j.begin_checkpoint()?);
+        }
+        let mut ct = Vec::new();
+        for r in &rels {
+            if let Some(c) = &r.copied {
+                ct.push((r.clone(), c.begin_epoch()?));
+            }
+        }
+        for r in &rels {
+            let (gen_, bitmaps) = {
+                let mut st = r.state();
+                st.generation += 1;
+                (st.generation, [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()])
+            };
+            let (s, t) = r.ids();
+            checkpoint::store(&store.dir, &pair_name(s, t), gen_, &bitmaps)?;
+        }
+        for (r, tok) in ct {
+            if let Some(c) = &r.copied {
+                c.end_epoch(tok)?;
+            }
+        }
+        for (j, tok) in journals.iter().zip(jt) {
+            j.end_checkpoint(tok)?;
+        }
+        Ok(())
+    }
+
+    /// Clean shutdown: a last checkpoint, then every journal and copied set closed clean, so
+    /// the next start has nothing to recover. I/O must have stopped.
+    pub fn close_clean(&self) -> Result<()> {
+        self.checkpoint()?;
+        let journals: Vec<Arc<VolumeJournal>> =
+            self.journals.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, j)| j).collect();
+        for j in journals {
+            match Arc::try_unwrap(j) {
+                Ok(j) => {
+                    let t = j.begin_checkpoint()?;
+                    j.close_clean(t)?;
+                }
+                Err(_) => tracing::warn!("a volume journal is still in use at shutdown; it will be recovered at start"),
+            }
+        }
+        for r in self.relationships() {
+            if let Some(c) = &r.copied {
+                c.mark_clean()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// After recovery: the relationship's state given how the previous run ended.
+pub fn recovered_state(prev: FlashState, power_lost: bool) -> FlashState {
+    if power_lost && prev == FlashState::Valid { FlashState::ValidationRequired } else { prev }
+}
+
+/// The tracks of `r` that a recovered journal says changed, folded into its recording.
+pub fn fold_changes(rel: &Relationship, src_changed: Option<&TrackBitmap>, tgt_changed: Option<&TrackBitmap>) {
+    let mut st = rel.state();
+    if !st.record.options.record {
+        return;
+    }
+    if let Some(c) = src_changed {
+        st.src_changes.union_with(c);
+    }
+    if let Some(c) = tgt_changed {
+        st.tgt_changes.union_with(c);
+    }
+}
+
+pub type Journals = HashMap<u64, Arc<VolumeJournal>>;

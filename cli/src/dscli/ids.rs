@@ -1,6 +1,8 @@
 //! DS CLI object IDs as typed on the command line: short (`1000`, 1-4 hex digits, normalised
 //! to 4 upper-case digits) or fully qualified (`IBM.2107-75FA120/1000`), inclusive ranges
-//! (`1000-100F`, both ends of the same form), LSS IDs (`10`, `10-1F`) and pools (`P1`).
+//! (`1000-100F`, both ends of the same form), LSS IDs (`10`, `10-1F`), pools (`P1`) and
+//! FlashCopy pairs (`0100:0200`, either side fully qualified, ranges `0100-0103:0200-0203`
+//! matched positionally).
 //! The machine type's LSS range is checked later, once the image is known.
 
 use flashtrack::id::{ImageId, LssId, PoolId, VolumeId};
@@ -93,6 +95,39 @@ pub fn pools(tokens: &[String]) -> Result<Vec<Scoped<PoolId>>, IdError> {
         .collect()
 }
 
+/// `IdError::what` of a pair whose two ranges differ in length (its own message).
+pub const RANGE_LENGTHS: &str = "FlashCopy pair range";
+
+/// A source:target pair, each side with the image it named (if fully qualified).
+pub type Pair = (Scoped<VolumeId>, Scoped<VolumeId>);
+
+/// FlashCopy (and PPRC) pair IDs: `SRC:TGT`, each side a volume ID or a range; two ranges
+/// must be equally long and are paired in order (`0100-0101:0200-0201` = `0100:0200`,
+/// `0101:0201`).
+pub fn pairs(tokens: &[String]) -> Result<Vec<Pair>, IdError> {
+    let mut out = Vec::new();
+    for t in tokens {
+        let err = || IdError { token: t.clone(), what: "FlashCopy pair" };
+        let (a, b) = t.split_once(':').ok_or_else(err)?;
+        if b.contains(':') {
+            return Err(err());
+        }
+        let src = volumes(&[a.to_string()]).map_err(|_| err())?;
+        let tgt = volumes(&[b.to_string()]).map_err(|_| err())?;
+        if src.len() != tgt.len() {
+            return Err(IdError { token: t.clone(), what: RANGE_LENGTHS });
+        }
+        out.extend(src.into_iter().zip(tgt));
+    }
+    Ok(out)
+}
+
+/// `lsflash` selection: pairs (with `:`) and volume IDs or ranges, kept apart.
+pub fn pairs_or_volumes(tokens: &[String]) -> Result<(Vec<Pair>, Vec<Scoped<VolumeId>>), IdError> {
+    let (p, v): (Vec<String>, Vec<String>) = tokens.iter().cloned().partition(|t| t.contains(':'));
+    Ok((pairs(&p)?, volumes(&v)?))
+}
+
 /// The one image the IDs name, if any; an error names two different ones.
 pub fn common_image<T>(ids: &[Scoped<T>]) -> Result<Option<ImageId>, (ImageId, ImageId)> {
     let mut found: Option<&ImageId> = None;
@@ -170,6 +205,39 @@ mod tests {
         assert_eq!(p[1].id, PoolId(12));
         assert!(p[1].image.is_some());
         assert!(pools(&["X1".to_string()]).is_err());
+    }
+
+    fn pr(tokens: &[&str]) -> Result<Vec<String>, IdError> {
+        let t: Vec<String> = tokens.iter().map(|s| s.to_string()).collect();
+        pairs(&t).map(|v| {
+            v.iter()
+                .map(|(a, b)| {
+                    let side = |s: &Scoped<VolumeId>| match &s.image {
+                        Some(i) => format!("{i}/{}", s.id),
+                        None => s.id.to_string(),
+                    };
+                    format!("{}:{}", side(a), side(b))
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn flash_pairs() {
+        assert_eq!(pr(&["100:200", "a:B"]).unwrap(), ["0100:0200", "000A:000B"]);
+        assert_eq!(pr(&["0100-0102:0200-0202"]).unwrap(), ["0100:0200", "0101:0201", "0102:0202"]);
+        assert_eq!(
+            pr(&["IBM.2107-75FA120/0100:0200"]).unwrap(),
+            ["IBM.2107-75FA120/0100:0200"],
+            "either side may be fully qualified"
+        );
+        assert_eq!(pr(&["0100:IBM.2107-75FA120/0200-0201"]).unwrap_err().what, RANGE_LENGTHS);
+        for bad in ["0100", "0100:", ":0200", "0100:0200:0300", "0100:G200", "0100-0101:0200"] {
+            assert_eq!(pr(&[bad]).unwrap_err().token, bad);
+        }
+        let t: Vec<String> = ["0100:0200", "0300-0301", "0400"].iter().map(|s| s.to_string()).collect();
+        let (p, v) = pairs_or_volumes(&t).unwrap();
+        assert_eq!((p.len(), v.len()), (1, 3));
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub const OBJECT_NAMES: &[(&str, &str)] = &[
     ("lssi", "Storage Image"),      // [R]
     ("showsi", "Storage Image"),    // [R]
     ("lsioport", "IO Port"),        // [R]
+    ("lsflash", "Flash Copy"),      // [C] (ibm-hmcconst; opensvc tests the text)
 ];
 
 /// Action messages per verb: (verb, success, confirmation prompt for rm verbs).
@@ -96,7 +97,30 @@ pub const ACTIONS: &[(&str, Message, Option<Message>)] = &[
         m("CMUC00002I", "Extent pool {0} successfully deleted."),
         Some(m("CMUC00001W", "Are you sure you want to delete extent pool {0}? [y/n]:")),
     ),
+    // Local FlashCopy (dscli-spec.md §1.8): 137 [C-low], 168 [C], 144 [C-low], the rest [R].
+    ("mkflash", m("CMUC00137I", "FlashCopy pair {0} successfully created."), None),
+    (
+        "rmflash",
+        m("CMUC00140I", "FlashCopy pair {0} successfully removed."),
+        Some(m("CMUC00144W", "Are you sure you want to remove the FlashCopy pair {0}:? [y/n]:")),
+    ),
+    ("resyncflash", m("CMUC00168I", "FlashCopy volume pair {0} successfully resynchronized."), None),
+    ("reverseflash", m("CMUC00169I", "FlashCopy volume pair {0} successfully reversed."), None),
+    ("setflashrevertible", m("CMUC00167I", "FlashCopy volume pair {0} successfully made revertible."), None),
+    ("commitflash", m("CMUC00170I", "FlashCopy volume pair {0} successfully committed."), None),
+    ("revertflash", m("CMUC00171I", "FlashCopy volume pair {0} successfully reverted."), None),
+    (
+        "unfreezeflash",
+        m("CMUC00172I", "FlashCopy consistency group for logical subsystem {0}: successfully reset."),
+        None,
+    ),
 ];
+
+/// `rmflash -cp` success [R].
+pub const RMFLASH_CP: Message = m(
+    "CMUC00143I",
+    "Background copy process for FlashCopy pair {0} successfully started. The relationship will be removed when the copy ends.",
+);
 
 /// Success message of an action verb.
 pub fn success(verb: &str) -> Message {
@@ -133,6 +157,8 @@ pub const NO_IMAGE: Message =
 pub const IMAGE_CONFLICT: Message = m("CMUC90015E", "The IDs name more than one storage image: {0} and {1}.");
 pub const NAME_TOO_LONG: Message = m("CMUC90016E", "The name {0} is longer than 16 characters.");
 pub const BAD_GLOBAL: Message = m("CMUC90017E", "Invalid dscli option {0}.");
+pub const EXCLUSIVE: Message = m("CMUC90018E", "The parameters {0} and {1} cannot be used together.");
+pub const PAIR_RANGE: Message = m("CMUC90019E", "The source and target ranges of {0} differ in length.");
 /// Profile problems (exit 6).
 pub const PROFILE: Message = m("CMUC90020E", "Profile {0} line {1}: {2}");
 /// Unreadable script or profile (exit 6).
@@ -206,6 +232,88 @@ pub const ENGINE: &[EngineMessage] = &[
     e(ErrorKind::NoSpace, "CMUN90029E", "No space left.", exit::SERVER, false),
     e(ErrorKind::Io, "CMUN90030E", "I/O error.", exit::SERVER, true),
     e(ErrorKind::ShuttingDown, "CMUN90031E", "The server is shutting down.", exit::CONNECTION, false),
+    // FlashCopy (dscli-spec.md §1.8 [D]: no genuine IBM error texts are known).
+    e(ErrorKind::VolumeInRelationship, "CMUN90032E", "The volume is in a copy relationship.", exit::SERVER, false),
+    e(ErrorKind::FlashNotFound, "CMUN90033E", "The FlashCopy relationship does not exist.", exit::SERVER, false),
+    e(ErrorKind::FlashExists, "CMUN90034E", "The FlashCopy relationship already exists.", exit::SERVER, false),
+    e(
+        ErrorKind::FlashIncompatible,
+        "CMUN90035E",
+        "Source and target differ in size or type, or are the same volume.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::FlashTooManyTargets,
+        "CMUN90036E",
+        "The source volume already has the maximum of 12 FlashCopy targets.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::FlashIncrementalExists,
+        "CMUN90037E",
+        "The source volume already has a change recording (incremental) relationship.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::FlashTargetInUse,
+        "CMUN90038E",
+        "The target volume is already the target of a FlashCopy relationship.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::FlashCascade,
+        "CMUN90039E",
+        "A volume cannot be the source of one FlashCopy relationship and the target of another.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::FlashNotRecording,
+        "CMUN90040E",
+        "The relationship was not established with -record and -persist.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::FlashRevertibleState,
+        "CMUN90041E",
+        "The revertible state of the relationship does not allow this operation.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::FlashCopyActive,
+        "CMUN90042E",
+        "The background copy has not completed; use -fast to reverse now.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::FlashTargetNotSe,
+        "CMUN90043E",
+        "-tgtse was specified but the target volume is not space efficient.",
+        exit::SERVER,
+        false,
+    ),
+    e(ErrorKind::FlashStateInvalid, "CMUN90044E", "The relationship is not in the Valid state.", exit::SERVER, false),
+    e(
+        ErrorKind::FlashSeqnumMismatch,
+        "CMUN90045E",
+        "The sequence number does not match the relationship's.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::FlashNotFrozen,
+        "CMUN90046E",
+        "The logical subsystem has no frozen FlashCopy consistency group.",
+        exit::SERVER,
+        false,
+    ),
 ];
 
 /// For kinds a newer engine adds before this table learns them.

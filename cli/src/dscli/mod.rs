@@ -6,8 +6,9 @@
 //!
 //! stdout/stderr policy: every message, errors included, goes to stdout (as IBM's dscli
 //! does), and the exit code says whether the command failed (0 ok, 2 syntax, 3 connection,
-//! 4 server rejection, 5 authentication, 6 application). dscli never writes to stderr, so
-//! automation that treats stderr as failure sees only what the exit code says.
+//! 4 server rejection, 5 authentication, 6 application). dscli never writes to stderr when
+//! stderr is not a terminal, so automation that treats stderr as failure sees only what the
+//! exit code says; on a terminal the one exception is the `-wait` progress bar.
 
 pub mod banner;
 pub mod client;

@@ -68,6 +68,13 @@ pub const COMMON: &[Flag] = &[
 
 const SL: [Flag; 2] = [f("-s", B), f("-l", B)];
 
+const PAIRS_HELP: &str = "source_volume_ID:target_volume_ID ... | range:range | -";
+
+/// `lsflash -state` values [R]: lower-case, words joined by `-` as in PPRC's `-state
+/// copy-pending`. `invalid` and `volume-inaccessible` are DS8000 states flashtrack never
+/// reaches; they are accepted and select nothing.
+pub const FLASH_STATES: &[&str] = &["valid", "tgt-failed", "validation-required", "invalid", "volume-inaccessible"];
+
 pub static VERBS: &[Verb] = &[
     Verb {
         name: "mkextpool",
@@ -267,6 +274,139 @@ pub static VERBS: &[Verb] = &[
         flags: &[SL[0], SL[1]],
         ids: Ids::Optional,
         ids_help: "[Port_ID ...]",
+        reports: true,
+    },
+    Verb {
+        name: "mkflash",
+        summary: "Establishes FlashCopy pairs (source:target). -record implies -persist; -wait returns when the copy ends.",
+        flags: &[
+            f("-tgtpprc", B),
+            f("-tgtoffline", B),
+            f("-tgtinhibit", B),
+            f("-freeze", B),
+            f("-record", B),
+            f("-persist", B),
+            f("-nocp", B),
+            f("-cp", B),
+            f("-tgtse", B),
+            f("-seqnum", Kind::Value("flash_sequence_num")),
+            f("-wait", B),
+        ],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "lsflash",
+        summary: "Lists FlashCopy relationships, selected by pair, volume or volume range (all when none).",
+        flags: &[
+            SL[0],
+            SL[1],
+            f("-activecp", B),
+            f("-record", B),
+            f("-persist", B),
+            f("-revertible", B),
+            f("-cp", B),
+            f("-state", Kind::Enum(FLASH_STATES)),
+            f("-seqnum", Kind::Value("flash_sequence_num")),
+        ],
+        ids: Ids::Optional,
+        ids_help: "[source:target ... | Volume_ID ... | range | -]",
+        reports: true,
+    },
+    Verb {
+        name: "rmflash",
+        summary: "Withdraws FlashCopy pairs. -cp copies the rest first; -tgtonly ends the target side.",
+        flags: &[
+            f("-quiet", B),
+            f("-tgtonly", B),
+            f("-cp", B),
+            f("-resettgtinhibit", B),
+            f("-seqnum", Kind::Value("flash_sequence_num")),
+            f("-wait", B),
+        ],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "resyncflash",
+        summary: "Refreshes -record -persist pairs incrementally; the options given replace the pair's.",
+        flags: &[
+            f("-record", B),
+            f("-persist", B),
+            f("-nocp", B),
+            f("-cp", B),
+            f("-tgtinhibit", B),
+            f("-freeze", B),
+            f("-tgtpprc", B),
+            f("-tgtoffline", B),
+            f("-tgtse", B),
+            f("-seqnum", Kind::Value("flash_sequence_num")),
+            f("-wait", B),
+        ],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "reverseflash",
+        summary: "Reverses pairs (name them as source:target today); -fast before the copy has ended.",
+        flags: &[
+            f("-fast", B),
+            f("-record", B),
+            f("-persist", B),
+            f("-nocp", B),
+            f("-cp", B),
+            f("-tgtinhibit", B),
+            f("-tgtpprc", B),
+            f("-tgtoffline", B),
+            f("-tgtse", B),
+            f("-seqnum", Kind::Value("flash_sequence_num")),
+            f("-wait", B),
+        ],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "setflashrevertible",
+        summary: "Makes -record -persist pairs revertible (source write inhibited until commit or revert).",
+        flags: &[
+            f("-tgtoffline", B),
+            f("-tgtinhibit", B),
+            f("-tgtpprc", B),
+            f("-nocp", B),
+            f("-record", B),
+            f("-persist", B),
+            f("-seqnum", Kind::Value("flash_sequence_num")),
+        ],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "commitflash",
+        summary: "Commits revertible pairs, named by source volume: the target keeps its new data.",
+        flags: &[f("-seqnum", Kind::Value("flash_sequence_num"))],
+        ids: Ids::Required,
+        ids_help: "source_volume_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "revertflash",
+        summary: "Reverts revertible pairs, named by source volume, to the last consistency point.",
+        flags: &[f("-seqnum", Kind::Value("flash_sequence_num"))],
+        ids: Ids::Required,
+        ids_help: "source_volume_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "unfreezeflash",
+        summary: "Resets the FlashCopy consistency group (-freeze) of source LSSs: parked writes resume.",
+        flags: &[],
+        ids: Ids::Required,
+        ids_help: "source_LSS_ID ... | range | -",
         reports: true,
     },
     Verb {
@@ -523,6 +663,21 @@ mod tests {
         let words = vec!["-".to_string()];
         assert_eq!(parse(find("rmfbvol").unwrap(), &words, true).unwrap_err().msg.id, "CMUC90010E");
         assert!(parse(find("rmfbvol").unwrap(), &words, false).unwrap().stdin_ids);
+    }
+
+    #[test]
+    fn flash_verbs() {
+        let inv = p("mkflash -record -nocp -seqnum 0010 -dev IBM.2107-75FA120 0100:0200 0101-0102:0201-0202").unwrap();
+        assert!(inv.has("-record") && inv.has("-nocp"));
+        assert_eq!(inv.flag("-seqnum"), Some("0010"));
+        assert_eq!(inv.ids.len(), 2);
+        assert_eq!(p("lsflash -state Tgt-Failed").unwrap().flag("-state"), Some("tgt-failed"));
+        assert_eq!(err_id("lsflash -state broken"), "CMUC90004E");
+        assert_eq!(err_id("mkflash -record"), "CMUC90011E");
+        assert_eq!(err_id("rmflash -fast 0100:0200"), "CMUC90002E");
+        assert_eq!(err_id("unfreezeflash"), "CMUC90011E");
+        assert!(p("lsflash").unwrap().ids.is_empty());
+        assert!(p("commitflash -seqnum 1 0100-0101").is_ok());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! * `# images: IBM.2107-75FA120 IBM.1750-68FA120` — `flashd image create` each;
 //! * `# modes: script stdin single` — which modes to run (default `script`); expected output
 //!   in `NAME.out`, `NAME.stdin.out`, `NAME.single.out` (single = one process per line);
-//! * `# clock: 1531339470` — `FLASHTRACK_CLOCK` (default 1531339470), `TZ=GMT` always.
+//! * `# clock: 1531339470` — `FLASHTRACK_CLOCK` (default 1531339470), `TZ=GMT` always;
+//! * `# stdin: NAME.in` — script mode reads this file (in testdata/golden) as standard input:
+//!   IDs for `-`, answers to `[y/n]` prompts (default: no input).
 //!
 //! In expected files `{home}` stands for the temporary site home and `{*}` matches any text
 //! within a line (free space of the machine). `UPDATE_GOLDEN=1` rewrites the expected files,
@@ -159,7 +161,12 @@ fn run_case(cli: &Path, failures: &mut Vec<String>) {
         let site = Site::start(&images);
         let (out, code) = match mode.as_str() {
             "script" => {
-                let o = site.dscli(&clock).arg("-script").arg(cli).output().expect("run dscli");
+                let mut c = site.dscli(&clock);
+                c.arg("-script").arg(cli);
+                if let Some(f) = header(&script, "stdin:").and_then(|f| f.first().cloned()) {
+                    c.stdin(std::fs::File::open(dir().join(f)).expect("open stdin file"));
+                }
+                let o = c.output().expect("run dscli");
                 (site.clean(&o.stdout), o.status.code())
             }
             "stdin" => {

@@ -2,6 +2,8 @@
 //! check (after the image is known), report output and per-object outcome lines.
 
 pub mod env;
+pub mod flash;
+pub mod flash_list;
 pub mod lss;
 pub mod pool;
 pub mod system;
@@ -31,6 +33,11 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Res {
         "rmlcu" => lss::rmlcu(s, inv),
         "lssi" | "showsi" => system::images(s, inv),
         "lsioport" => system::ioports(s, inv),
+        "mkflash" | "resyncflash" | "reverseflash" | "setflashrevertible" => flash::establish(s, inv),
+        "rmflash" => flash::remove(s, inv),
+        "commitflash" | "revertflash" => flash::commit_revert(s, inv),
+        "unfreezeflash" => flash::unfreeze(s, inv),
+        "lsflash" => flash_list::list(s, inv),
         "ver" => system::ver(s, inv),
         "setenv" => env::setenv(s, inv),
         "showenv" => env::showenv(s, inv),
@@ -41,7 +48,17 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Res {
 
 /// Parsed IDs, or the malformed-ID message (exit 2).
 pub fn ids<T>(s: &mut Session, inv: &Invocation, parsed: Result<Vec<Scoped<T>>, IdError>) -> Res<Vec<Scoped<T>>> {
-    parsed.or_else(|e| s.fail(messages::MALFORMED_ID.line(inv.verb.name, &[&e.token, e.what]), exit::SYNTAX))
+    parsed.or_else(|e| bad_id(s, inv, e))
+}
+
+/// The message for an ID that does not parse (exit 2).
+pub fn bad_id<T>(s: &mut Session, inv: &Invocation, e: IdError) -> Res<T> {
+    let line = if e.what == super::ids::RANGE_LENGTHS {
+        messages::PAIR_RANGE.line(inv.verb.name, &[&e.token])
+    } else {
+        messages::MALFORMED_ID.line(inv.verb.name, &[&e.token, e.what])
+    };
+    s.fail(line, exit::SYNTAX)
 }
 
 /// The image from fully qualified IDs (at most one) or the usual fallbacks.

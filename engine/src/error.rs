@@ -90,6 +90,8 @@ pub enum ErrorKind {
     FlashSeqnumMismatch,
     /// The LSS has no frozen FlashCopy consistency group.
     FlashNotFrozen,
+    /// Not established because another pair of the same `-freeze` group failed.
+    FlashGroupFailed,
 }
 
 /// An engine error: a kind, the object it concerns (as the engine prints IDs) and a detail

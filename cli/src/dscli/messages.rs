@@ -314,6 +314,13 @@ pub const ENGINE: &[EngineMessage] = &[
         exit::SERVER,
         false,
     ),
+    e(
+        ErrorKind::FlashGroupFailed,
+        "CMUN90047E",
+        "The pair was not established because another pair of the -freeze consistency group failed.",
+        exit::SERVER,
+        false,
+    ),
 ];
 
 /// For kinds a newer engine adds before this table learns them.

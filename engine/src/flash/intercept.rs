@@ -91,6 +91,9 @@ impl ImageFlash {
         self.freeze_gate(vol);
         let r = tracks(vol, offset, len);
         let (_guard, roles) = self.lock_for(vol, &r);
+        if roles.as_source.iter().any(|r| r.state().record.revertible) {
+            return Err(errno(libc::EPERM)); // the source of a revertible relationship
+        }
         if let Some(rel) = &roles.as_target {
             let st = rel.state();
             if st.record.options.tgtinhibit {
@@ -149,6 +152,9 @@ impl ImageFlash {
             }
         }
         drop(mark);
+        if let Some(rel) = &roles.as_target {
+            rel.preserve(r.clone())?;
+        }
         crate::bitmap::fail_point("intercept-intent-set").map_err(|e| io::Error::other(e.to_string()))?;
         // 8. the data; FUA also makes the journal's log durable.
         if !cow_after {
@@ -233,6 +239,7 @@ pub(crate) fn copy_track(rel: &Arc<Relationship>, t: TrackNo) -> io::Result<()> 
     let off = t.0 as u64 * TRACK_BYTES;
     let mut buf = vec![0u8; len];
     rel.source.read(off, &mut buf)?;
+    rel.preserve(t.0..t.0 + 1)?;
     if let Err(e) = rel.target.write(off, &buf, false) {
         let mut st = rel.state();
         st.record.state = FlashState::TgtFailed;

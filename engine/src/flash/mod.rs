@@ -20,6 +20,7 @@ mod model;
 pub mod mutant;
 pub mod persist;
 pub mod relationship;
+pub mod revert;
 
 use crate::bitmap::TrackBitmap;
 use crate::volume::Volume;
@@ -220,6 +221,17 @@ impl ImageFlash {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.kick();
         Ok(count)
+    }
+
+    /// The barrier of a relationship's two volumes.
+    pub(crate) fn lock_pair(&self, rel: &Relationship) -> locks::LockGuard<'_> {
+        self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())])
+    }
+
+    /// The relationships changed: I/O re-checks its locks, the copier looks again.
+    pub(crate) fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.kick();
     }
 
     /// Records of every relationship (for the catalog).

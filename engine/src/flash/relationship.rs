@@ -88,6 +88,8 @@ pub struct Relationship {
     /// store (the model test).
     pub copied: Option<PersistentBitset>,
     state: Mutex<RelState>,
+    /// Pre-image journal while revertible (see `revert.rs`); lock order: state, then revert.
+    revert: Mutex<Option<super::revert::RevertState>>,
 }
 
 impl Relationship {
@@ -106,6 +108,7 @@ impl Relationship {
             source,
             target,
             copied,
+            revert: Mutex::new(None),
             state: Mutex::new(RelState {
                 record,
                 target_bits,
@@ -124,6 +127,10 @@ impl Relationship {
         // Bitmaps are only changed by whole operations under the lock; a panic elsewhere
         // leaves them as the last completed operation made them.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn revert(&self) -> MutexGuard<'_, Option<super::revert::RevertState>> {
+        self.revert.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn ids(&self) -> (VolumeId, VolumeId) {

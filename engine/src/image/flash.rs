@@ -54,13 +54,11 @@ impl Image {
                     })
                     .collect(),
             ),
-            Request::FlashSetRevertible { .. } | Request::FlashCommit { .. } | Request::FlashRevert { .. } => {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    self.id(),
-                    "revertible FlashCopy relationships are not supported yet",
-                ));
+            Request::FlashSetRevertible { pairs, seqnum, .. } => {
+                Reply::Items(self.per_pair(&pairs, |img, rel| img.flash_set_revertible(rel, seqnum)))
             }
+            Request::FlashCommit { sources, seqnum, .. } => Reply::Items(self.per_source(&sources, seqnum, true)),
+            Request::FlashRevert { sources, seqnum, .. } => Reply::Items(self.per_source(&sources, seqnum, false)),
             other => {
                 return Err(Error::new(
                     ErrorKind::InvalidArgument,
@@ -87,6 +85,82 @@ impl Image {
             .map(|&(s, t)| {
                 let result = self.relationship(s, t).and_then(|rel| f(self, &rel));
                 ItemOutcome { object: pair_name(s, t), result }
+            })
+            .collect()
+    }
+
+    /// The catalog as memory will be after `f` changes a relationship's record.
+    fn catalog_with(&self, rel: &Relationship, f: impl FnOnce(&mut FlashRecord)) -> super::record::ImageRecord {
+        let mut next = self.flash_catalog(&[], &[]);
+        if let Some(r) = next.flash.iter_mut().find(|r| (r.source, r.target) == rel.ids()) {
+            f(r);
+        }
+        next
+    }
+
+    /// `setflashrevertible`: only a valid incremental relationship, once.
+    fn flash_set_revertible(&mut self, rel: &Arc<Relationship>, seqnum: Option<u32>) -> Result<()> {
+        Self::check_seqnum(rel, seqnum)?;
+        let (s, t) = rel.ids();
+        let rec = rel.state().record.clone();
+        if !rec.options.record {
+            return Err(Error::new(
+                ErrorKind::FlashNotRecording,
+                pair_name(s, t),
+                "only an incremental (-record -persist) relationship can be made revertible",
+            ));
+        }
+        if rec.revertible {
+            return Err(Error::new(
+                ErrorKind::FlashRevertibleState,
+                pair_name(s, t),
+                "the relationship is already revertible",
+            ));
+        }
+        if rec.state != FlashState::Valid {
+            return Err(Error::new(ErrorKind::FlashStateInvalid, pair_name(s, t), "the relationship is not valid"));
+        }
+        let next = self.catalog_with(rel, |r| r.revertible = true);
+        let dir = self.dir.clone();
+        self.flash.set_revertible(rel, || super::catalog::store(&dir, &next))?;
+        self.record = next;
+        Ok(())
+    }
+
+    /// `commitflash` / `revertflash`, addressed by source volume: every revertible
+    /// relationship of each source.
+    fn per_source(&mut self, sources: &[VolumeId], seqnum: Option<u32>, commit: bool) -> Vec<ItemOutcome> {
+        sources
+            .iter()
+            .map(|&src| {
+                let rels: Vec<Arc<Relationship>> = self
+                    .flash
+                    .relationships()
+                    .into_iter()
+                    .filter(|r| r.source.key().volume == src && r.state().record.revertible)
+                    .collect();
+                let result = if rels.is_empty() {
+                    Err(Error::new(
+                        ErrorKind::FlashRevertibleState,
+                        src,
+                        "no revertible FlashCopy relationship has this source",
+                    ))
+                } else {
+                    rels.iter().try_for_each(|rel| {
+                        Self::check_seqnum(rel, seqnum)?;
+                        let next = self.catalog_with(rel, |r| r.revertible = false);
+                        let dir = self.dir.clone();
+                        let store = || super::catalog::store(&dir, &next);
+                        if commit {
+                            self.flash.commit_revertible(rel, store)?
+                        } else {
+                            self.flash.revert_revertible(rel, store)?
+                        }
+                        self.record = next;
+                        Ok(())
+                    })
+                };
+                ItemOutcome { object: src.to_string(), result }
             })
             .collect()
     }
@@ -180,7 +254,7 @@ impl Image {
             let failed = outcomes.iter().find(|o| o.result.is_err()).map(|o| o.object.clone()).unwrap_or_default();
             for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
                 o.result = Err(Error::new(
-                    ErrorKind::InvalidArgument,
+                    ErrorKind::FlashGroupFailed,
                     &o.object,
                     format!("not established: pair {failed} of the -freeze consistency group failed"),
                 ));
@@ -282,6 +356,7 @@ impl Image {
         if let Some(store) = self.flash.store() {
             store.remove_relationship(s, t);
         }
+        self.flash.remove_revert_files(rel);
         Ok(())
     }
 
@@ -368,6 +443,9 @@ impl Image {
             ));
         }
         self.flash.copy_all(rel).map_err(|e| Error::io(&name, &e))?;
+        if seqnum.is_none() {
+            options.seqnum = current.options.seqnum;
+        }
         if options.record {
             options.persist = true;
         }
@@ -483,6 +561,9 @@ impl Image {
                 st.src_changes = opened.src_changes;
                 st.tgt_changes = opened.tgt_changes;
                 st.generation = opened.generation;
+            }
+            if rec.revertible {
+                self.flash.reopen_revert(&rel)?;
             }
             crate::flash::persist::fold_changes(
                 &rel,

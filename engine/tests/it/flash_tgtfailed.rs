@@ -27,8 +27,19 @@ fn target_out_of_space_fails_the_target_not_the_source() {
     let site = Site::open_opts(home.path(), io, SiteOptions::default()).unwrap();
     let img: ImageId = "IBM.2107-75FA120".parse().unwrap();
     ok(&site, Request::ImageCreate { id: img.clone() });
-    let spec = VolumeSpec { pool: PoolId(0), capacity: Capacity::Fb { cap: 32 * 128, captype: CapType::Blocks }, sam: Sam::Ese };
-    items_ok(ok(&site, Request::VolumeCreate { image: img.clone(), spec, volumes: vec![(VolumeId(0x1000), String::new()), (VolumeId(0x1001), String::new())] }));
+    let spec = VolumeSpec {
+        pool: PoolId(0),
+        capacity: Capacity::Fb { cap: 32 * 128, captype: CapType::Blocks },
+        sam: Sam::Ese,
+    };
+    items_ok(ok(
+        &site,
+        Request::VolumeCreate {
+            image: img.clone(),
+            spec,
+            volumes: vec![(VolumeId(0x1000), String::new()), (VolumeId(0x1001), String::new())],
+        },
+    ));
     let key = |v| VolumeKey { image: img.clone(), volume: VolumeId(v) };
     let (src, flash) = site.open_host(&key(0x1000)).unwrap();
     let (tgt, _) = site.open_host(&key(0x1001)).unwrap();
@@ -40,7 +51,9 @@ fn target_out_of_space_fails_the_target_not_the_source() {
     // The target's pool is full.
     let tfd = tgt.backing().file_fd().unwrap();
     fault.inject(FaultRule::on_fd(FaultOp::Write, tfd, libc::ENOSPC));
-    flash.write(&src, 2 * TRACK_BYTES, &[0x22; 4096], false).expect("a source write must not fail for lack of target space");
+    flash
+        .write(&src, 2 * TRACK_BYTES, &[0x22; 4096], false)
+        .expect("a source write must not fail for lack of target space");
     let mut buf = vec![0u8; 4096];
     assert_eq!(flash.read(&tgt, 0, &mut buf).unwrap_err().raw_os_error(), Some(libc::EIO));
     assert_eq!(flash.write(&tgt, 0, &buf, false).unwrap_err().raw_os_error(), Some(libc::EIO));

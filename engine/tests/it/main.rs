@@ -2,5 +2,6 @@
 
 mod fixture;
 mod flash_power;
+mod flash_revert;
 mod flash_tgtfailed;
 mod site;

@@ -78,11 +78,17 @@ pub enum Request {
         volume: VolumeId,
         name: Option<String>,
         grow: Option<Capacity>,
+        /// The verb's family (`chfbvol` = FB): a volume of the other family is not found.
+        #[serde(default)]
+        stgtype: Option<StorageType>,
     },
     VolumeRemove {
         image: ImageId,
         volumes: Vec<VolumeId>,
         safe: bool,
+        /// The verb's family (`rmfbvol` = FB): a volume of the other family is not found.
+        #[serde(default)]
+        stgtype: Option<StorageType>,
     },
     IoPortList {
         image: ImageId,

@@ -287,18 +287,25 @@ impl Site {
                 Reply::Items(out)
             }
             Request::VolumeList { image } => Reply::Volumes(img!(&image).volume_views()),
-            Request::VolumeChange { image, volume, name, grow } => {
-                img!(&image).change_volume(volume, name.as_deref(), grow)?;
+            Request::VolumeChange { image, volume, name, grow, stgtype } => {
+                let img = img!(&image);
+                if stgtype.is_some_and(|t| img.record().volumes.get(&volume).is_some_and(|v| v.stgtype() != t)) {
+                    return Err(Error::new(ErrorKind::VolumeNotFound, volume, "no such volume of this type"));
+                }
+                img.change_volume(volume, name.as_deref(), grow)?;
                 tracing::info!("{image}: changed volume {volume}");
                 Reply::Items(vec![ItemOutcome { object: volume.to_string(), result: Ok(()) }])
             }
-            Request::VolumeRemove { image, volumes, safe: _ } => {
+            // `-safe` also refuses volumes in a volume group; groups come with host
+            // attachment, until then every volume passes that check. Volumes in a copy
+            // relationship or open by hosts are refused with or without it.
+            Request::VolumeRemove { image, volumes, safe: _, stgtype } => {
                 let img = img!(&image);
-                // The stgtype is whatever each volume is; the cli checks the verb matches.
                 let out: Vec<ItemOutcome> = volumes
                     .iter()
                     .map(|id| {
-                        let t = img.record().volumes.get(id).map(|v| v.stgtype()).unwrap_or(StorageType::Fb);
+                        let own = img.record().volumes.get(id).map(|v| v.stgtype()).unwrap_or(StorageType::Fb);
+                        let t = stgtype.unwrap_or(own);
                         ItemOutcome { object: id.to_string(), result: img.remove_volume(*id, t) }
                     })
                     .collect();

@@ -275,7 +275,12 @@ fn a_pool_on_a_loop_device() {
     let u2 = uri(&d, "IBM.2107-75FA120/1002");
     run(Command::new("qemu-io").args(["-f", "raw", &u2, "-c", "read -P 0xa5 0 64M"]));
     // A removed volume's data never shows in a new volume on the same region.
-    all_ok(d.ok(Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(0x1002)], safe: false }));
+    all_ok(d.ok(Request::VolumeRemove {
+        image: img.clone(),
+        volumes: vec![VolumeId(0x1002)],
+        safe: false,
+        stgtype: None,
+    }));
     all_ok(d.ok(fb_request(&img, 4, 131072, CapType::Blocks, Sam::Standard, &[0x1004])));
     let u4 = uri(&d, "IBM.2107-75FA120/1004");
     run(Command::new("qemu-io").args(["-f", "raw", &u4, "-c", "read -P 0 0 64M"]));

@@ -94,7 +94,7 @@ fn point_in_time_and_incremental_resync_over_nbd() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     }
     // A volume in a relationship cannot be removed; after rmflash it can.
-    let rm = Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(0x1001)], safe: false };
+    let rm = Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(0x1001)], safe: false, stgtype: None };
     let Reply::Items(items) = d.ok(rm.clone()) else { panic!() };
     assert_eq!(items[0].result.as_ref().unwrap_err().kind, flashtrack::error::ErrorKind::VolumeInRelationship);
     all_ok(d.ok(Request::FlashRemove {

@@ -72,7 +72,12 @@ fn kill9_during_volume_commands_keeps_a_sound_catalog() {
                     shared.lock().unwrap().insert(vol, Known::Either);
                     let req = match kind {
                         0 => fb_request(&img, 0, 128, CapType::Blocks, Sam::Ese, &[vol]),
-                        1 => Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(vol)], safe: false },
+                        1 => Request::VolumeRemove {
+                            image: img.clone(),
+                            volumes: vec![VolumeId(vol)],
+                            safe: false,
+                            stgtype: None,
+                        },
                         _ => Request::VolumeChange {
                             image: img.clone(),
                             volume: VolumeId(vol),
@@ -81,6 +86,7 @@ fn kill9_during_volume_commands_keeps_a_sound_catalog() {
                                 cap: 128 + n as u64 * 8,
                                 captype: CapType::Blocks,
                             }),
+                            stgtype: None,
                         },
                     };
                     let ok = match client.call(req) {

@@ -69,7 +69,12 @@ fn fb_and_ckd_volumes_and_their_rules() {
         };
         assert_eq!(t.item_err(lcu), ErrorKind::AddressGroupType);
         assert_eq!(
-            t.item_err(Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(0x1500)], safe: false }),
+            t.item_err(Request::VolumeRemove {
+                image: img.clone(),
+                volumes: vec![VolumeId(0x1500)],
+                safe: false,
+                stgtype: None
+            }),
             ErrorKind::VolumeNotFound
         );
     });
@@ -95,6 +100,7 @@ fn fb_and_ckd_volumes_and_their_rules() {
         image: img.clone(),
         volumes: vec![VolumeId(0x1000), VolumeId(0x2000)],
         safe: false,
+        stgtype: None,
     }));
     let Reply::Volumes(vols) = t.ok(Request::VolumeList { image: img.clone() }) else { panic!() };
     assert_eq!(vols.len(), 1);
@@ -139,6 +145,7 @@ fn grow_only_and_rename() {
         volume: VolumeId(0x1000),
         name: Some("renamed".into()),
         grow: Some(Capacity::Fb { cap, captype: CapType::Ds }),
+        stgtype: None,
     };
     t.unchanged(&img, |t| assert_eq!(t.err(change(1)), ErrorKind::ShrinkNotAllowed));
     t.ok(change(3));
@@ -176,7 +183,12 @@ fn pools_create_list_remove() {
     items_ok(t.ok(fb(&img, 4, 1, &[0x1000])));
     assert_eq!(t.err(Request::PoolRemove { image: img.clone(), pool: PoolId(4) }), ErrorKind::PoolHasVolumes);
     assert_eq!(t.err(Request::ImageRemove { id: img.clone() }), ErrorKind::ImageHasVolumes);
-    items_ok(t.ok(Request::VolumeRemove { image: img.clone(), volumes: vec![VolumeId(0x1000)], safe: false }));
+    items_ok(t.ok(Request::VolumeRemove {
+        image: img.clone(),
+        volumes: vec![VolumeId(0x1000)],
+        safe: false,
+        stgtype: None,
+    }));
     t.ok(Request::PoolRemove { image: img.clone(), pool: PoolId(4) });
     // A user's directory is never removed.
     assert!(dir.path().exists());

@@ -430,7 +430,7 @@ pub fn change(s: &mut Session, inv: &Invocation) -> Res {
             }
         });
         let name = names.as_ref().map(|n| n[i].clone());
-        let req = Request::VolumeChange { image: image.clone(), volume: *vol, name, grow };
+        let req = Request::VolumeChange { image: image.clone(), volume: *vol, name, grow, stgtype: Some(family(inv)) };
         let resp = s.request(verb, req)?;
         let items = super::as_items(resp, &[vol.to_string()])
             .unwrap_or_else(|what| vec![ItemOutcome { object: vol.to_string(), result: Err(protocol_error(&what)) }]);
@@ -474,7 +474,8 @@ pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
         } else if confirmed(s, inv, vec![vol.to_string()])?.is_empty() {
             continue;
         } else {
-            let req = Request::VolumeRemove { image: image.clone(), volumes: vec![vol], safe };
+            let req =
+                Request::VolumeRemove { image: image.clone(), volumes: vec![vol], safe, stgtype: Some(family(inv)) };
             act(s, inv, req, &[vol.to_string()])?
         };
         if code != exit::OK {
@@ -551,5 +552,14 @@ mod tests {
         assert_eq!(fb_mtm(&img), "1750-500");
         let show = ckd_show(&img, &[&v], false);
         assert_eq!(show.rows[0][12], "9"); // 10017 cylinders = 9 extents of 1113
+    }
+}
+
+/// The family a verb works on (`rmckdvol`, `chckdvol` = CKD), checked again by the engine.
+fn family(inv: &Invocation) -> flashtrack::image::record::StorageType {
+    if inv.verb.name.contains("ckd") {
+        flashtrack::image::record::StorageType::Ckd
+    } else {
+        flashtrack::image::record::StorageType::Fb
     }
 }

@@ -485,6 +485,15 @@ pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
     Ok(last)
 }
 
+/// The family a verb works on (`rmckdvol`, `chckdvol` = CKD), checked again by the engine.
+fn family(inv: &Invocation) -> flashtrack::image::record::StorageType {
+    if inv.verb.name.contains("ckd") {
+        flashtrack::image::record::StorageType::Ckd
+    } else {
+        flashtrack::image::record::StorageType::Fb
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,14 +561,5 @@ mod tests {
         assert_eq!(fb_mtm(&img), "1750-500");
         let show = ckd_show(&img, &[&v], false);
         assert_eq!(show.rows[0][12], "9"); // 10017 cylinders = 9 extents of 1113
-    }
-}
-
-/// The family a verb works on (`rmckdvol`, `chckdvol` = CKD), checked again by the engine.
-fn family(inv: &Invocation) -> flashtrack::image::record::StorageType {
-    if inv.verb.name.contains("ckd") {
-        flashtrack::image::record::StorageType::Ckd
-    } else {
-        flashtrack::image::record::StorageType::Fb
     }
 }

@@ -142,6 +142,14 @@ fn check(path: &Path, actual: &str, failures: &mut Vec<String>) {
     failures.push(format!("{} differs:\n--- expected\n{expected}\n--- actual\n{actual}", path.display()));
 }
 
+/// dscli writes nothing to stderr, ever (automation treats stderr as failure; errors go to
+/// stdout with their message ID and the exit code says it).
+fn no_stderr(cli: &Path, o: &std::process::Output, failures: &mut Vec<String>) {
+    if !o.stderr.is_empty() {
+        failures.push(format!("{}: dscli wrote to stderr: {}", cli.display(), String::from_utf8_lossy(&o.stderr)));
+    }
+}
+
 fn header(script: &str, key: &str) -> Option<Vec<String>> {
     script
         .lines()
@@ -167,12 +175,14 @@ fn run_case(cli: &Path, failures: &mut Vec<String>) {
                     c.stdin(std::fs::File::open(dir().join(f)).expect("open stdin file"));
                 }
                 let o = c.output().expect("run dscli");
+                no_stderr(cli, &o, failures);
                 (site.clean(&o.stdout), o.status.code())
             }
             "stdin" => {
                 let mut c = site.dscli(&clock);
                 c.stdin(std::fs::File::open(cli).expect("open script"));
                 let o = c.output().expect("run dscli");
+                no_stderr(cli, &o, failures);
                 (site.clean(&o.stdout), o.status.code())
             }
             "single" => {
@@ -184,6 +194,7 @@ fn run_case(cli: &Path, failures: &mut Vec<String>) {
                         continue;
                     }
                     let o = site.dscli(&clock).args(&words).stdin(Stdio::null()).output().expect("run dscli");
+                    no_stderr(cli, &o, failures);
                     all.push_str(&site.clean(&o.stdout));
                     if o.status.code() != Some(0) {
                         last = o.status.code();

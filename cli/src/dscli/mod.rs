@@ -194,6 +194,7 @@ fn run(args: &[String], out: &mut Out) -> u8 {
         _ => None,
     };
     let input = Input::new(Box::new(std::io::BufReader::new(std::io::stdin())), stdin_tty);
+    let input = if mode == Mode::Interactive { input.with_line_editing() } else { input };
     // The session owns stdout from here; hand it over.
     let taken = std::mem::replace(out, Out::new(Box::new(std::io::sink())));
     let mut session = Session::new(taken, input, mode, settings, target);

@@ -63,6 +63,8 @@ fn pipe(_: std::io::Error) -> Stop {
 pub struct Input {
     r: Box<dyn BufRead>,
     pub tty: bool,
+    /// Line editing and history for commands at an interactive terminal prompt.
+    editor: Option<rustyline::DefaultEditor>,
 }
 
 impl std::fmt::Debug for Input {
@@ -73,7 +75,36 @@ impl std::fmt::Debug for Input {
 
 impl Input {
     pub fn new(r: Box<dyn BufRead>, tty: bool) -> Input {
-        Input { r, tty }
+        Input { r, tty, editor: None }
+    }
+
+    /// Edit command lines with rustyline (interactive mode on a terminal only: a pipe or a
+    /// script gets plain reads, byte for byte).
+    pub fn with_line_editing(mut self) -> Input {
+        if self.tty {
+            self.editor = rustyline::DefaultEditor::new().ok();
+        }
+        self
+    }
+
+    /// Whether command lines come through the line editor (it prints the prompt itself).
+    pub fn edits(&self) -> bool {
+        self.editor.is_some()
+    }
+
+    /// The next command line: through the editor (prompt shown, history kept) when there is
+    /// one, else a plain line. None at EOF (Ctrl-D) or Ctrl-C at an empty prompt.
+    pub fn command(&mut self, prompt: &str) -> Option<String> {
+        let Some(ed) = self.editor.as_mut() else { return self.line() };
+        match ed.readline(prompt) {
+            Ok(l) => {
+                if !l.trim().is_empty() {
+                    let _ = ed.add_history_entry(l.as_str());
+                }
+                Some(l)
+            }
+            Err(_) => None,
+        }
     }
     /// The next line without its newline, or None at EOF.
     pub fn line(&mut self) -> Option<String> {
@@ -288,11 +319,13 @@ impl Session {
     pub fn run_prompt(&mut self) -> Res {
         let mut last = exit::OK;
         loop {
-            if self.mode == Mode::Interactive {
+            let editing = self.mode == Mode::Interactive && self.input.edits();
+            if self.mode == Mode::Interactive && !editing {
                 self.out.text("dscli> ")?;
                 self.out.flush()?;
             }
-            let Some(line) = self.input.line() else {
+            let next = if editing { self.input.command("dscli> ") } else { self.input.line() };
+            let Some(line) = next else {
                 if self.mode == Mode::Interactive {
                     self.out.line("")?;
                 }

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh || echo "demo: could not install qemu-utils; the NBD steps need qemu-io" >&2
 echo "== building"
 cargo build --workspace --quiet
-BIN=$PWD/target/debug
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug
 SITE=$(mktemp -d /tmp/flashtrack-demo.XXXXXX)
 export FLASHTRACK_HOME=$SITE
 cleanup() {

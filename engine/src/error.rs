@@ -112,6 +112,8 @@ impl Error {
     pub fn io(object: impl fmt::Display, err: &std::io::Error) -> Self {
         let kind = match err.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::NoSpace,
+            // A file larger than the file system allows (a huge ese volume).
+            Some(libc::EFBIG) => ErrorKind::CapacityTooLarge,
             _ => ErrorKind::Io,
         };
         Error::new(kind, object, err.to_string())

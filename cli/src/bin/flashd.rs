@@ -68,15 +68,21 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("flashd: {e:#}");
+            match e.downcast_ref::<flashtrack::Error>() {
+                Some(err) if err.object.is_empty() => eprintln!("flashd: {}", err.detail),
+                Some(err) => eprintln!("flashd: {}: {}", err.object, err.detail),
+                None => eprintln!("flashd: {e:#}"),
+            }
             ExitCode::from(exit_code(&e))
         }
     }
 }
 
-/// 3 when no daemon can be reached or the home is owned by a silent one, 4 for a refusal.
+/// DS CLI's codes: 2 for a malformed argument, 3 when no daemon can be reached or the home
+/// is owned by a silent one, 4 for a refusal.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<flashtrack::Error>().map(|e| e.kind) {
+        Some(ErrorKind::InvalidArgument) => 2,
         Some(ErrorKind::HomeLocked | ErrorKind::VersionMismatch) => 3,
         Some(_) => 4,
         None => 1,

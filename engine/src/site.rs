@@ -122,12 +122,12 @@ impl Site {
 
     /// One pass of background copying over every image: at most one run per relationship
     /// that has copying to do; finished relationships (non-persistent COPY, `rmflash -cp`)
-    /// are withdrawn. Returns whether there was work. The site lock is not held while
+    /// are withdrawn. Returns about how many tracks it copied (0: no work). The site lock is not held while
     /// copying, so control requests and host I/O go on.
-    pub fn copy_pass(&self) -> bool {
+    pub fn copy_pass(&self) -> u64 {
         let flashes: Vec<(ImageId, Arc<crate::flash::ImageFlash>)> =
             self.images().iter().map(|(id, i)| (id.clone(), i.flash().clone())).collect();
-        let mut worked = false;
+        let mut copied = 0u64;
         for (id, flash) in flashes {
             for rel in flash.relationships() {
                 let (active, cursor) = {
@@ -135,9 +135,9 @@ impl Site {
                     (st.copy_active(), st.cursor)
                 };
                 if active {
-                    worked = true;
                     match flash.copy_next_run(&rel, cursor) {
                         Ok(Some(next)) => {
+                            copied += u64::from(next.saturating_sub(cursor).clamp(1, crate::flash::copier::RUN_TRACKS));
                             rel.state().cursor = next;
                             if rel.state().target_bits.is_empty() {
                                 flash.kick(); // waiters (-wait) see the copy finish at once
@@ -160,7 +160,7 @@ impl Site {
                 }
             }
         }
-        worked
+        copied
     }
 
     /// Block until some image reports new copy work or `timeout` passes.

@@ -30,6 +30,9 @@ enum Cmd {
         /// Any local user can reach a TCP port: see the README's threat model.
         #[arg(long, value_name = "ADDR")]
         nbd_tcp: Option<std::net::SocketAddr>,
+        /// Limit the background copy to this many MiB/s (an extension; default unlimited).
+        #[arg(long, value_name = "MIB", env = "FLASHTRACK_COPY_RATE")]
+        copy_rate: Option<u64>,
         /// Start a new session (setsid): no controlling terminal, no terminal signals.
         /// dscli uses this when it starts flashd in the background.
         #[arg(long)]
@@ -91,7 +94,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Run { home, nbd_tcp, detach } => {
+        Cmd::Run { home, nbd_tcp, copy_rate, detach } => {
             if detach {
                 // Fails only if we already lead a process group; then we are detached enough.
                 let _ = rustix::process::setsid();
@@ -102,7 +105,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--nbd-tcp must be a loopback address (127.0.0.1 or ::1), not {addr}");
             }
             let home = home.unwrap_or_else(daemon::default_home);
-            daemon::run(&daemon::RunOptions { home, nbd_tcp })
+            daemon::run(&daemon::RunOptions { home, nbd_tcp, copy_rate_mib: copy_rate.filter(|&r| r > 0) })
         }
         Cmd::Image { cmd } => match cmd {
             ImageCmd::Create { home, id } => {

@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub home: PathBuf,
     /// Also serve NBD on this loopback TCP address.
     pub nbd_tcp: Option<std::net::SocketAddr>,
+    /// Background copy limit in MiB/s (extension), None = as fast as the device allows.
+    pub copy_rate_mib: Option<u64>,
 }
 
 /// Why the daemon stops.
@@ -90,7 +92,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
         None => None,
     };
-    let copier = Copier::start(site.clone())?;
+    let copier = Copier::start(site.clone(), opts.copy_rate_mib.map(|m| m << 20))?;
+    if let Some(m) = opts.copy_rate_mib {
+        tracing::info!("background copy limited to {m} MiB/s");
+    }
     let ctl_path = opts.home.join(CONTROL_SOCK);
     let ctl = control::Server::start(&ctl_path, site.clone(), stop_tx)?;
     tracing::info!("ready: control on {}", ctl_path.display());
@@ -167,16 +172,27 @@ struct Copier {
 }
 
 impl Copier {
-    fn start(site: Arc<Site>) -> Result<Copier> {
+    fn start(site: Arc<Site>, rate: Option<u64>) -> Result<Copier> {
         use std::sync::atomic::Ordering;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new().name("copier".into()).spawn(move || {
             let mut last_checkpoint = std::time::Instant::now();
+            // Copy rate limit (extension): bytes copied since `window` began may not run
+            // ahead of rate x elapsed; the copier sleeps off any lead.
+            let mut window = (std::time::Instant::now(), 0u64);
             while !flag.load(Ordering::SeqCst) {
                 let seen = flashtrack::flash::work_count();
-                if !site.copy_pass() {
+                let tracks = site.copy_pass();
+                if tracks == 0 {
                     site.wait_copy_work(seen, std::time::Duration::from_millis(500));
+                    window = (std::time::Instant::now(), 0);
+                } else if let Some(bytes_per_sec) = rate {
+                    window.1 += tracks * flashtrack::geometry::TRACK_BYTES;
+                    let due = std::time::Duration::from_secs_f64(window.1 as f64 / bytes_per_sec as f64);
+                    if let Some(lead) = due.checked_sub(window.0.elapsed()) {
+                        std::thread::sleep(lead.min(std::time::Duration::from_millis(500)));
+                    }
                 }
                 if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                     site.checkpoint();

@@ -75,3 +75,29 @@ fn target_out_of_space_fails_the_target_not_the_source() {
     flash.read(&tgt, 0, &mut b).unwrap();
     assert!(a == b);
 }
+
+#[test]
+fn an_8_tib_sparse_pair_establishes_with_every_track_uncopied() {
+    // Establish is O(bitmap containers), not O(tracks): all 2^27 tracks of 8 TiB borrowed.
+    let home = tempfile::tempdir().unwrap();
+    let site = Site::open(home.path(), Arc::new(SyncEngine)).unwrap();
+    let img: ImageId = "IBM.2107-75FA120".parse().unwrap();
+    ok(&site, Request::ImageCreate { id: img.clone() });
+    let spec =
+        VolumeSpec { pool: PoolId(0), capacity: Capacity::Fb { cap: 8192, captype: CapType::Ds }, sam: Sam::Ese };
+    items_ok(ok(
+        &site,
+        Request::VolumeCreate {
+            image: img.clone(),
+            spec,
+            volumes: vec![(VolumeId(0x1000), String::new()), (VolumeId(0x1001), String::new())],
+        },
+    ));
+    let options = FlashOptions { record: true, persist: true, nocopy: true, ..FlashOptions::default() };
+    items_ok(ok(
+        &site,
+        Request::FlashCreate { image: img.clone(), pairs: vec![(VolumeId(0x1000), VolumeId(0x1001))], options },
+    ));
+    let Reply::Flash(v) = ok(&site, Request::FlashList { image: img.clone() }) else { panic!() };
+    assert_eq!(v[0].out_of_sync, 1 << 27);
+}

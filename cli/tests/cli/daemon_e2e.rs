@@ -294,5 +294,41 @@ fn a_pool_on_a_loop_device() {
             path: Some(dev.clone().into()),
         });
     assert!(matches!(again, Ok(flashtrack::control::Response::Err(_))), "{again:?}");
+    // A device with a mounted file system is refused, and the catalog stays as it was.
+    let catalog = std::fs::read(home.path().join("IBM.2107-75FA120/catalog")).unwrap();
+    let fs_img = home.path().join("fs.img");
+    std::fs::File::create(&fs_img).unwrap().set_len(64 << 20).unwrap();
+    let out = Command::new("losetup").args(["-f", "--show"]).arg(&fs_img).output().unwrap();
+    let dev2 = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let _detach2 = Detach(dev2.clone());
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mkfs = Command::new("mkfs.ext4").args(["-q", "-F", &dev2]).status().is_ok_and(|s| s.success());
+    let mounted = mkfs && Command::new("mount").arg(&dev2).arg(&mnt).status().is_ok_and(|s| s.success());
+    if mounted {
+        let r = flashtrack::control::Client::connect(&home.path().join("control.sock")).unwrap().call(
+            Request::PoolCreate {
+                image: img.clone(),
+                name: "mounted".into(),
+                rankgrp: 1,
+                stgtype: StorageType::Fb,
+                path: Some(dev2.clone().into()),
+            },
+        );
+        let _ = Command::new("umount").arg(&mnt).status();
+        match r {
+            Ok(flashtrack::control::Response::Err(e)) => {
+                assert_eq!(e.kind, flashtrack::error::ErrorKind::DeviceMounted)
+            }
+            other => panic!("a mounted device was accepted: {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(home.path().join("IBM.2107-75FA120/catalog")).unwrap(),
+            catalog,
+            "a refused pool changed the catalog"
+        );
+    } else {
+        eprintln!("SKIP (part of a_pool_on_a_loop_device): could not mkfs and mount a loop device");
+    }
     assert_eq!(d.stop(), Some(0));
 }

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::record::ImageRecord;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
@@ -32,7 +32,7 @@ pub fn store(dir: &Path, record: &ImageRecord) -> Result<()> {
         f.write_all(&body).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
-    fail_point("catalog-before-rename")?;
+    crate::bitmap::fail_point("catalog-before-rename")?;
     fs::rename(&tmp, dir.join(CATALOG_FILE)).map_err(io)?;
     sync_dir(dir)
 }
@@ -68,26 +68,8 @@ pub fn load(dir: &Path) -> Result<ImageRecord> {
     serde_json::from_slice(body).map_err(|e| corrupt(&format!("undecodable body: {e}")))
 }
 
-/// fsync a directory so a rename or create in it is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir.display(), &e))
-}
-
-/// Crash-test hook: with the `failpoints` feature, `FLASHTRACK_FAILPOINT=<name>` makes the
-/// process abort at that point (as a kill -9 would), and `<name>=error` returns an I/O error.
-pub(crate) fn fail_point(name: &str) -> Result<()> {
-    if cfg!(feature = "failpoints")
-        && let Ok(v) = std::env::var("FLASHTRACK_FAILPOINT")
-    {
-        if v == name {
-            std::process::abort();
-        }
-        if v.strip_suffix("=error") == Some(name) {
-            return Err(Error::new(ErrorKind::Io, name, "injected failure"));
-        }
-    }
-    Ok(())
-}
+/// fsync a directory so a rename or create in it is durable (one implementation, in bitmap).
+pub(crate) use crate::bitmap::sync_dir;
 
 #[cfg(test)]
 mod tests {

@@ -103,13 +103,7 @@ impl Image {
         Self::check_seqnum(rel, seqnum)?;
         let (s, t) = rel.ids();
         let rec = rel.state().record.clone();
-        if !rec.options.record {
-            return Err(Error::new(
-                ErrorKind::FlashNotRecording,
-                pair_name(s, t),
-                "only an incremental (-record -persist) relationship can be made revertible",
-            ));
-        }
+        require_record(&rec, "only an incremental (-record -persist) relationship can be made revertible")?;
         if rec.revertible {
             return Err(Error::new(
                 ErrorKind::FlashRevertibleState,
@@ -371,13 +365,7 @@ impl Image {
         Self::check_seqnum(rel, seqnum)?;
         let (s, t) = rel.ids();
         let current = rel.state().record.clone();
-        if !current.options.record {
-            return Err(Error::new(
-                ErrorKind::FlashNotRecording,
-                pair_name(s, t),
-                "the relationship does not record changes (-record -persist)",
-            ));
-        }
+        require_record(&current, "the relationship does not record changes (-record -persist)")?;
         // After `Tgt Failed` or `Validation Required` the change recording cannot be trusted:
         // the resync is a full copy, which makes the pair valid again.
         let full = current.state != FlashState::Valid;
@@ -575,5 +563,14 @@ impl Image {
         let _ = self.flash.install_group(rels, || Ok::<(), ()>(()));
         self.record.flash = self.flash.records();
         self.flash.checkpoint()
+    }
+}
+
+/// The commands that need change recording refuse a relationship without it.
+fn require_record(rec: &FlashRecord, why: &str) -> Result<()> {
+    if rec.options.record {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::FlashNotRecording, pair_name(rec.source, rec.target), why.to_string()))
     }
 }

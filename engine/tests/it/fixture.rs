@@ -163,3 +163,11 @@ pub fn items_ok(reply: Reply) -> Vec<ItemOutcome> {
     }
     items
 }
+
+/// The reply of a request that must succeed, on a site opened by the test itself.
+pub fn site_ok(site: &Site, req: Request) -> Reply {
+    match site.handle(req) {
+        Response::Ok(r) => r,
+        Response::Err(e) => panic!("unexpected error {e}"),
+    }
+}

@@ -5,24 +5,17 @@
 //! activity log's extents of the written tracks; the relationship is `Validation Required`
 //! (COW ordering cannot be proven after a power loss), never silently wrong.
 
-use crate::fixture::items_ok;
+use crate::fixture::{items_ok, site_ok as ok};
 use flashtrack::bitmap::TrackBitmap;
 use flashtrack::bitmap::activity::EXTENT_TRACKS;
 use flashtrack::bitmap::journal::check_marked;
-use flashtrack::control::{Reply, Request, Response};
+use flashtrack::control::{Reply, Request};
 use flashtrack::flash::relationship::{FlashOptions, FlashState};
 use flashtrack::geometry::TRACK_BYTES;
 use flashtrack::id::{ImageId, VolumeId, VolumeKey};
 use flashtrack::io::{FaultEngine, IoEngine, SyncEngine};
 use flashtrack::site::{Site, SiteOptions};
 use std::sync::Arc;
-
-fn ok(site: &Site, req: Request) -> Reply {
-    match site.handle(req) {
-        Response::Ok(r) => r,
-        Response::Err(e) => panic!("{e}"),
-    }
-}
 
 #[test]
 fn power_loss_keeps_flushed_changes_and_invalidates_the_pair() {

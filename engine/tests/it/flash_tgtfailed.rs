@@ -2,8 +2,8 @@
 //! `Tgt Failed`, target I/O gets EIO, source writes never fail for lack of target space, and
 //! the next resync is a full copy that makes the pair valid again.
 
-use crate::fixture::items_ok;
-use flashtrack::control::{Capacity, Reply, Request, Response, VolumeSpec};
+use crate::fixture::{items_ok, site_ok as ok};
+use flashtrack::control::{Capacity, Reply, Request, VolumeSpec};
 use flashtrack::flash::relationship::{FlashOptions, FlashState};
 use flashtrack::geometry::{CapType, TRACK_BYTES};
 use flashtrack::id::{ImageId, PoolId, VolumeId, VolumeKey};
@@ -11,13 +11,6 @@ use flashtrack::image::record::Sam;
 use flashtrack::io::{FaultEngine, FaultOp, FaultRule, IoEngine, SyncEngine};
 use flashtrack::site::{Site, SiteOptions};
 use std::sync::Arc;
-
-fn ok(site: &Site, req: Request) -> Reply {
-    match site.handle(req) {
-        Response::Ok(r) => r,
-        Response::Err(e) => panic!("{e}"),
-    }
-}
 
 #[test]
 fn target_out_of_space_fails_the_target_not_the_source() {

@@ -9,7 +9,7 @@ use crate::fixture::{items_ok, site_ok as ok};
 use flashtrack::bitmap::TrackBitmap;
 use flashtrack::bitmap::activity::EXTENT_TRACKS;
 use flashtrack::bitmap::journal::check_marked;
-use flashtrack::control::{Reply, Request};
+use flashtrack::control::Request;
 use flashtrack::flash::relationship::{FlashOptions, FlashState};
 use flashtrack::geometry::TRACK_BYTES;
 use flashtrack::id::{ImageId, VolumeId, VolumeKey};

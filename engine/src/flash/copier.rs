@@ -39,13 +39,35 @@ impl ImageFlash {
         if rel.state().withdrawn {
             return Ok(None);
         }
-        for t in run.clone() {
-            // Bits may have been cleared by copy-on-write while we waited for the locks.
-            if rel.state().target_bits.contains(TrackNo(t))
-                || super::mutant::is(super::mutant::Mutant::CopierOverwrites)
-            {
-                copy_track(rel, TrackNo(t))?;
+        // Bits may have been cleared by copy-on-write while we waited for the locks: copy the
+        // sub-runs still set, each in one go (`Volume::copy_run_to`).
+        let overwrite = super::mutant::is(super::mutant::Mutant::CopierOverwrites);
+        let todo: Vec<u32> = {
+            let st = rel.state();
+            run.clone().filter(|&t| overwrite || st.target_bits.contains(TrackNo(t))).collect()
+        };
+        let mut i = 0;
+        while i < todo.len() {
+            let mut j = i + 1;
+            while j < todo.len() && todo[j] == todo[j - 1] + 1 {
+                j += 1;
             }
+            let sub = todo[i]..todo[j - 1] + 1;
+            rel.preserve(sub.clone())?;
+            match rel.source.copy_run_to(&rel.target, sub.clone()) {
+                Ok(()) => {
+                    rel.mark_copied(sub)?;
+                }
+                Err(e) => {
+                    // Find out which side failed, track by track (a target failure marks the
+                    // relationship Tgt Failed there).
+                    tracing::warn!("copy of tracks {sub:?} failed ({e}); retrying track by track");
+                    for t in sub {
+                        copy_track(rel, TrackNo(t))?;
+                    }
+                }
+            }
+            i = j;
         }
         Ok(Some(run.end))
     }

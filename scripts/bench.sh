@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# FlashCopy copy-engine benchmark: flashtrack full copy and incremental resync against QEMU's
+# incremental backup (qemu-storage-daemon, blockdev-backup sync=bitmap) and against the
+# device limit measured with fio. See BENCHMARKS.md for what it measures and the last results.
+#
+#   scripts/bench.sh [--quick] [--rounds N] [--no-build] [--keep]
+#
+#   --quick     smoke run: 2 rounds, 1 GiB volumes, 2 s fio runs (numbers are not results)
+#   --rounds N  interleaved rounds (default 5; at least 5 for a result)
+#   --no-build  use the binaries already in target/release
+#   --keep      keep the scratch directory (for debugging)
+#
+# Environment:
+#   DSCLI=PATH        the dscli used for the end-to-end timings (default target/release/dscli).
+#                     When it has no FlashCopy verbs the dscli rows are skipped and reported
+#                     as missing.
+#   BENCH_TMP=DIR     where the scratch directory goes (default /var/tmp; must be a disk, not
+#                     tmpfs, since the device limit is measured there)
+#
+# Every round runs each case for QEMU and for flashtrack back to back (the order flips every
+# round), so slow drifts of this noisy VM hit both sides of a ratio alike. As root, page
+# caches are dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed copy, so
+# every copy reads its source cold. Results: bench-results/bench-<UTC time>.json and .md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+ROUNDS=5
+BUILD=1
+KEEP=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        --keep) KEEP=1 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        *) echo "bench: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+CAP=2              # GiB per volume
+FIO_SECS=5
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=2; CAP=1; FIO_SECS=2
+fi
+FRACTIONS=(0.01 0.05 0.25)
+IMG=IBM.2107-75FA120
+SRC=1000
+TGT=1001
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---- tools --------------------------------------------------------------------------------
+need=()
+command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v qemu-storage-daemon >/dev/null 2>&1 || need+=(qemu-system-common)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing ${need[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        die "missing ${need[*]} (install them, or run as root with apt-get)"
+    fi
+fi
+QSD=$(command -v qemu-storage-daemon)
+
+if [ "$BUILD" = 1 ]; then
+    log "cargo build --release"
+    cargo build --release --quiet
+fi
+BIN=$ROOT/target/release
+for b in flashd dscli flashio; do [ -x "$BIN/$b" ] || die "$BIN/$b missing (build first)"; done
+DSCLI=${DSCLI:-$BIN/dscli}
+CTL="python3 $ROOT/scripts/bench/ctl.py"
+HAVE_DSCLI_FLASH=0
+if "$DSCLI" help resyncflash 2>/dev/null | grep -q -- '-wait'; then HAVE_DSCLI_FLASH=1; fi
+
+DROP=0
+if [ "$(id -u)" = 0 ] && [ -w /proc/sys/vm/drop_caches ]; then DROP=1; fi
+cold() {
+    sync
+    if [ "$DROP" = 1 ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+}
+
+# ---- scratch and cleanup -------------------------------------------------------------------
+W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/flashtrack-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    set +e
+    for h in "$W/home-uring" "$W/home-sync"; do
+        if [ -f "$h/flashd.pid" ]; then
+            local p; p=$(cat "$h/flashd.pid")
+            kill -TERM "$p" 2>/dev/null
+            for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        fi
+    done
+    if [ -f "$W/qsd.pid" ]; then
+        local q; q=$(cat "$W/qsd.pid")
+        kill -TERM "$q" 2>/dev/null
+        for _ in $(seq 100); do kill -0 "$q" 2>/dev/null || break; sleep 0.1; done
+    fi
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    if [ "$KEEP" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+RAW=$W/raw.jsonl
+: > "$RAW"
+mkdir -p "$W/sets"
+
+now() { echo "$EPOCHREALTIME"; }
+# record ROUND CASE IMPL JSON-WITH-secs [extra json fields]
+record() {
+    python3 -c 'import json,sys; d=json.loads(sys.argv[4]); d.update(round=int(sys.argv[1]), case=sys.argv[2], impl=sys.argv[3]); print(json.dumps(d))' \
+        "$1" "$2" "$3" "$4" >> "$RAW"
+    log "round $1 $2 $3: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.3f s" % d["secs"], "(%s tracks)" % d.get("tracks", "?"))' "$4")"
+}
+
+# ---- flashtrack sites: one per I/O backend -------------------------------------------------
+start_site() { # BACKEND
+    local be=$1 h=$W/home-$1
+    "$BIN/flashd" image create --home "$h" "$IMG" >/dev/null
+    FLASHTRACK_IO=$be "$BIN/flashd" run --home "$h" >"$W/flashd-$be.out" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do [ -S "$h/control.sock" ] && break; sleep 0.1; done
+    [ -S "$h/control.sock" ] || die "flashd ($be) did not start: $(cat "$W/flashd-$be.out")"
+    FLASHTRACK_HOME=$h "$BIN/dscli" mkfbvol -dev "$IMG" -extpool P0 -cap "$CAP" -sam standard "$SRC-$TGT" >/dev/null
+    local got; got=$($CTL backend "$h/control.sock")
+    [ "$got" = "$be" ] || die "flashd in $h runs the $got backend, not $be"
+    log "site $h: flashd backend $got, 2 x $CAP GiB standard volumes"
+    "$BIN/flashio" --socket "$h/nbd.sock" write --random --seed 1 --length "${CAP}G" "$IMG/$SRC" >/dev/null
+}
+
+# ---- QEMU: qemu-storage-daemon with raw files, buffered like ours (cache.direct=off) --------
+start_qsd() {
+    local f
+    for f in q-src.raw q-tgt.raw; do
+        truncate -s "${CAP}G" "$W/$f"
+        fallocate -l "${CAP}G" "$W/$f" # preallocated, like -sam standard
+    done
+    "$QSD" \
+        --blockdev "driver=file,filename=$W/q-src.raw,node-name=src-file,cache.direct=off,aio=threads" \
+        --blockdev driver=raw,file=src-file,node-name=src \
+        --blockdev "driver=file,filename=$W/q-tgt.raw,node-name=tgt-file,cache.direct=off,aio=threads" \
+        --blockdev driver=raw,file=tgt-file,node-name=tgt \
+        --nbd-server "addr.type=unix,addr.path=$W/qnbd.sock" \
+        --export type=nbd,id=e0,node-name=src,name=src,writable=on \
+        --chardev "socket,path=$W/qmp.sock,server=on,wait=off,id=qmp0" --monitor chardev=qmp0 \
+        --pidfile "$W/qsd.pid" --daemonize
+    log "qemu-storage-daemon $("$QSD" --version | head -1 | awk '{print $3}'): raw files, cache.direct=off, NBD export of the source"
+    "$BIN/flashio" --socket "$W/qnbd.sock" write --random --seed 1 --length "${CAP}G" src >/dev/null
+    $CTL qmp-bitmap-add "$W/qmp.sock" src b0
+}
+
+# ---- the cases -----------------------------------------------------------------------------
+ours_full() { # ROUND BACKEND
+    local h=$W/home-$2 j
+    $CTL remove "$h/control.sock" "$IMG" "$SRC" "$TGT"
+    cold
+    j=$($CTL create "$h/control.sock" "$IMG" "$SRC" "$TGT")
+    record "$1" full "$2" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["tracks"]=d["copied"]; print(json.dumps(d))' "$j")"
+}
+
+dscli_full() { # ROUND BACKEND
+    local h=$W/home-$2 t0 t1
+    $CTL remove "$h/control.sock" "$IMG" "$SRC" "$TGT"
+    cold
+    t0=$(now)
+    FLASHTRACK_HOME=$h "$DSCLI" mkflash -dev "$IMG" -record -persist -wait "$SRC:$TGT" >/dev/null
+    t1=$(now)
+    local st; st=$($CTL state "$h/control.sock" "$IMG" "$SRC" "$TGT")
+    record "$1" full "dscli-$2" "$(python3 -c 'import json,sys; s=json.loads(sys.argv[3]); assert s["out_of_sync"]==0, s; print(json.dumps({"secs": float(sys.argv[2])-float(sys.argv[1]), "tracks": s["copied"]}))' "$t0" "$t1" "$st")"
+}
+
+qemu_full() { # ROUND
+    local j
+    cold
+    j=$($CTL qmp-backup "$W/qmp.sock" full src tgt b0)
+    record "$1" full qemu "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["tracks"]=d["bytes"]//65536; print(json.dumps(d))' "$j")"
+}
+
+# SOCKET EXPORT FRACTION SEED LIST REF -> prints the number of tracks written. The first side
+# to write a round's set keeps its list as REF; every other side must write the same tracks.
+dirty() {
+    "$BIN/flashio" --socket "$1" dirty "$2" --fraction "$3" --seed "$4" --list "$5" >/dev/null
+    if [ -f "$6" ]; then cmp -s "$5" "$6" || die "dirty set $5 differs from $6"; else cp "$5" "$6"; fi
+    wc -l < "$5"
+}
+
+ours_resync() { # ROUND FRACTION SEED BACKEND
+    local h=$W/home-$4 list=$W/sets/r$1-$2-$4 n j
+    n=$(dirty "$h/nbd.sock" "$IMG/$SRC" "$2" "$3" "$list" "$W/sets/r$1-$2-ref")
+    cold
+    j=$($CTL resync "$h/control.sock" "$IMG" "$SRC" "$TGT")
+    record "$1" "resync$2" "$4" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); n=int(sys.argv[2]); assert d["copied"]==n, ("copied", d["copied"], "written", n); d["tracks"]=n; print(json.dumps(d))' "$j" "$n")"
+}
+
+dscli_resync() { # ROUND FRACTION SEED BACKEND
+    local h=$W/home-$4 list=$W/sets/r$1-$2-dscli-$4 n t0 t1 st
+    n=$(dirty "$h/nbd.sock" "$IMG/$SRC" "$2" "$3" "$list" "$W/sets/r$1-$2-ref")
+    cold
+    t0=$(now)
+    FLASHTRACK_HOME=$h "$DSCLI" resyncflash -dev "$IMG" -record -persist -wait "$SRC:$TGT" >/dev/null
+    t1=$(now)
+    st=$($CTL state "$h/control.sock" "$IMG" "$SRC" "$TGT")
+    record "$1" "resync$2" "dscli-$4" "$(python3 -c 'import json,sys; s=json.loads(sys.argv[3]); n=int(sys.argv[4]); assert s["out_of_sync"]==0 and s["copied"]==n, s; print(json.dumps({"secs": float(sys.argv[2])-float(sys.argv[1]), "tracks": n}))' "$t0" "$t1" "$st" "$n")"
+}
+
+qemu_resync() { # ROUND FRACTION SEED
+    local list=$W/sets/r$1-$2-qemu n bm j
+    n=$(dirty "$W/qnbd.sock" src "$2" "$3" "$list" "$W/sets/r$1-$2-ref")
+    bm=$($CTL qmp-bitmap-count "$W/qmp.sock" src b0)
+    [ "$bm" = "$n" ] || die "QEMU bitmap holds $bm granules, $n tracks were written"
+    cold
+    j=$($CTL qmp-backup "$W/qmp.sock" bitmap src tgt b0)
+    record "$1" "resync$2" qemu "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); n=int(sys.argv[2]); assert d["bytes"]==n*65536, d; d["tracks"]=n; print(json.dumps(d))' "$j" "$n")"
+}
+
+fio_case() { # ROUND rw
+    local out=$W/fio-$1-$2.json
+    cold
+    fio --name="$2" --filename="$W/fio.dat" --size="${CAP}G" --rw="$2" --bs=64k --direct=1 \
+        --ioengine=io_uring --iodepth=32 --numjobs=1 --time_based --runtime="$FIO_SECS" \
+        --output-format=json >"$out"
+    local iops
+    iops=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; print(j["read" if sys.argv[2]=="randread" else "write"]["iops"])' "$out" "$2")
+    record "$1" "fio-$2" fio "{\"secs\": $FIO_SECS, \"iops\": $iops}"
+}
+
+verify() { # TAG: target file equals source file
+    cmp -s "$2" "$3" || die "$1: target differs from source after the copy"
+    log "verified $1: target == source"
+}
+
+# ---- setup ---------------------------------------------------------------------------------
+T_START=$(now)
+log "scratch $W; rounds $ROUNDS; volumes $CAP GiB; drop caches: $([ "$DROP" = 1 ] && echo yes || echo 'no (not root)')"
+[ "$HAVE_DSCLI_FLASH" = 1 ] || log "$DSCLI has no FlashCopy verbs (resyncflash -wait): dscli end-to-end rows are skipped"
+start_site uring
+start_site sync
+start_qsd
+# fio's file: laid out (written) once, so it is preallocated and allocated
+fio --name=layout --filename="$W/fio.dat" --size="${CAP}G" --rw=write --bs=1M --direct=1 \
+    --ioengine=io_uring --iodepth=16 --output-format=json >/dev/null
+VOL() { echo "$W/home-$1/$IMG/pools/P0/${IMG}_$2.vol"; }
+cmp -s "$(VOL uring $SRC)" "$W/q-src.raw" || die "flashtrack and QEMU sources differ"
+# Warm-up (untimed): the first copy into each preallocated target converts its unwritten
+# extents; every timed copy after it overwrites allocated blocks, for both sides.
+log "warm-up: first full copy on each side (untimed)"
+$CTL create "$W/home-uring/control.sock" "$IMG" "$SRC" "$TGT" >/dev/null
+$CTL create "$W/home-sync/control.sock" "$IMG" "$SRC" "$TGT" >/dev/null
+$CTL qmp-backup "$W/qmp.sock" full src tgt b0 >/dev/null
+
+OURS=(uring sync)
+[ "$HAVE_DSCLI_FLASH" = 1 ] && OURS+=(dscli-uring dscli-sync)
+
+run_full() { # ROUND IMPL
+    case "$2" in
+        qemu) qemu_full "$1" ;;
+        dscli-*) dscli_full "$1" "${2#dscli-}" ;;
+        *) ours_full "$1" "$2" ;;
+    esac
+}
+run_resync() { # ROUND FRACTION SEED IMPL
+    case "$4" in
+        qemu) qemu_resync "$1" "$2" "$3" ;;
+        dscli-*) dscli_resync "$1" "$2" "$3" "${4#dscli-}" ;;
+        *) ours_resync "$1" "$2" "$3" "$4" ;;
+    esac
+}
+
+# ---- rounds --------------------------------------------------------------------------------
+for r in $(seq "$ROUNDS"); do
+    log "=== round $r of $ROUNDS"
+    # order: odd rounds peer first, even rounds ours first (reversed)
+    order=(qemu "${OURS[@]}")
+    if [ $((r % 2)) = 0 ]; then
+        rev=(); for ((i = ${#order[@]} - 1; i >= 0; i--)); do rev+=("${order[i]}"); done; order=("${rev[@]}")
+    fi
+    if [ $((r % 2)) = 1 ]; then fio_order=(randread randwrite); else fio_order=(randwrite randread); fi
+    for rw in "${fio_order[@]}"; do fio_case "$r" "$rw"; done
+    for impl in "${order[@]}"; do run_full "$r" "$impl"; done
+    for f in "${FRACTIONS[@]}"; do
+        # the same seeded set for every side in this round (a new set each round)
+        seed=$((r * 1000 + $(echo "$f" | tr -dc 0-9 | sed 's/^0*//')))
+        for impl in "${order[@]}"; do run_resync "$r" "$f" "$seed" "$impl"; done
+    done
+    if [ "$r" = 1 ]; then
+        verify "flashtrack uring" "$(VOL uring $SRC)" "$(VOL uring $TGT)"
+        verify "flashtrack sync" "$(VOL sync $SRC)" "$(VOL sync $TGT)"
+        verify "QEMU" "$W/q-src.raw" "$W/q-tgt.raw"
+    fi
+done
+T_END=$(now)
+
+# ---- report --------------------------------------------------------------------------------
+mkdir -p "$ROOT/bench-results"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$ROOT/bench-results/bench-$STAMP
+META=$(python3 - "$@" <<EOF
+import json, subprocess
+def sh(c):
+    try: return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception: return ""
+print(json.dumps({
+  "command": "scripts/bench.sh" + (" --quick" if $QUICK else "") + " --rounds $ROUNDS",
+  "quick": bool($QUICK), "rounds": $ROUNDS, "volume_gib": $CAP, "fio_secs": $FIO_SECS,
+  "fractions": [float(x) for x in "${FRACTIONS[*]}".split()],
+  "drop_caches": bool($DROP), "cache_direct": False,
+  "dscli": "$DSCLI", "dscli_flash": bool($HAVE_DSCLI_FLASH),
+  "nproc": sh("nproc"), "kernel": sh("uname -r"), "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+  "mem": sh("free -g | awk '/Mem:/{print \$2\" GiB\"}'"),
+  "qemu": sh("$QSD --version | head -1"), "fio": sh("fio --version"),
+  "git": sh("git -C $ROOT rev-parse --short HEAD") + (" (dirty)" if sh("git -C $ROOT status --porcelain -- engine cli") else ""),
+  "wall_secs": round($T_END - $T_START, 1),
+}))
+EOF
+)
+python3 "$ROOT/scripts/bench/report.py" "$RAW" "$META" "$OUT.json" "$OUT.md"
+cat "$OUT.md"
+log "results: ${OUT#$ROOT/}.json and .md (wall $(python3 -c "print(round($T_END-$T_START))") s)"

@@ -12,64 +12,103 @@ use std::sync::Arc;
 
 /// Tracks per run (16 = 1 MiB): long enough for throughput, short enough to yield.
 pub const RUN_TRACKS: u32 = 16;
+/// Runs in flight together (the copier's queue depth).
+pub const BATCH_RUNS: usize = 32;
+/// Tracks per batch at most (8 MiB), so host I/O waits for at most one batch's locks.
+pub const BATCH_TRACKS: u32 = 128;
 
 impl ImageFlash {
-    /// Copy the next run of `rel` at or after track `from`. Returns where to continue, or
-    /// None when nothing is left to copy.
+    /// Copy the next runs of `rel` at or after track `from` (wrapping around), up to
+    /// [`BATCH_TRACKS`] tracks in [`BATCH_RUNS`] runs, all in flight together. Returns where to
+    /// continue, or None when nothing is left to copy.
     pub fn copy_next_run(&self, rel: &Arc<Relationship>, from: u32) -> io::Result<Option<u32>> {
-        let run = {
+        let runs: Vec<std::ops::Range<u32>> = {
             let st = rel.state();
             if st.withdrawn || st.record.state == FlashState::TgtFailed {
                 return Ok(None);
             }
-            match st.target_bits.next_run(from, RUN_TRACKS).or_else(|| st.target_bits.next_run(0, RUN_TRACKS)) {
-                Some(r) => r,
-                None => return Ok(None),
+            let mut runs = Vec::new();
+            let (mut at, mut tracks, mut wrapped) = (from, 0u32, false);
+            while runs.len() < BATCH_RUNS && tracks < BATCH_TRACKS {
+                match st.target_bits.next_run(at, RUN_TRACKS) {
+                    Some(r) => {
+                        tracks += r.len() as u32;
+                        at = r.end;
+                        runs.push(r);
+                    }
+                    None if !wrapped && from > 0 => {
+                        wrapped = true;
+                        at = 0;
+                    }
+                    None => break,
+                }
+                if wrapped && at >= from {
+                    break;
+                }
             }
+            runs
         };
-        // Mutant: copy the whole window from the run's start, ignoring which tracks are done.
-        let run = if super::mutant::is(super::mutant::Mutant::CopierOverwrites) {
-            run.start..(run.start + RUN_TRACKS).min(rel.tracks() as u32)
+        if runs.is_empty() {
+            return Ok(None);
+        }
+        // Mutant: copy whole windows from each run's start, ignoring which tracks are done.
+        let runs: Vec<_> = if super::mutant::is(super::mutant::Mutant::CopierOverwrites) {
+            runs.iter().map(|r| r.start..(r.start + RUN_TRACKS).min(rel.tracks() as u32)).collect()
         } else {
-            run
+            runs
         };
-        let _g = self
-            .locks
-            .lock(vec![Claim::new(rel.source.handle(), run.clone()), Claim::new(rel.target.handle(), run.clone())]);
+        let claims = runs
+            .iter()
+            .flat_map(|r| [Claim::new(rel.source.handle(), r.clone()), Claim::new(rel.target.handle(), r.clone())])
+            .collect();
+        let _g = self.locks.lock(claims);
         if rel.state().withdrawn {
             return Ok(None);
         }
-        // Bits may have been cleared by copy-on-write while we waited for the locks: copy the
-        // sub-runs still set, each in one go (`Volume::copy_run_to`).
+        // Bits may have been cleared by copy-on-write while we waited for the locks: copy
+        // only the sub-runs still set.
         let overwrite = super::mutant::is(super::mutant::Mutant::CopierOverwrites);
-        let todo: Vec<u32> = {
+        let mut subs = Vec::new();
+        {
             let st = rel.state();
-            run.clone().filter(|&t| overwrite || st.target_bits.contains(TrackNo(t))).collect()
-        };
-        let mut i = 0;
-        while i < todo.len() {
-            let mut j = i + 1;
-            while j < todo.len() && todo[j] == todo[j - 1] + 1 {
-                j += 1;
-            }
-            let sub = todo[i]..todo[j - 1] + 1;
-            rel.preserve(sub.clone())?;
-            match rel.source.copy_run_to(&rel.target, sub.clone()) {
-                Ok(()) => {
-                    rel.mark_copied(sub)?;
-                }
-                Err(e) => {
-                    // Find out which side failed, track by track (a target failure marks the
-                    // relationship Tgt Failed there).
-                    tracing::warn!("copy of tracks {sub:?} failed ({e}); retrying track by track");
-                    for t in sub {
-                        copy_track(rel, TrackNo(t))?;
+            for r in &runs {
+                let mut t = r.start;
+                while t < r.end {
+                    if overwrite || st.target_bits.contains(TrackNo(t)) {
+                        let s0 = t;
+                        while t < r.end && (overwrite || st.target_bits.contains(TrackNo(t))) {
+                            t += 1;
+                        }
+                        subs.push(s0..t);
+                    } else {
+                        t += 1;
                     }
                 }
             }
-            i = j;
         }
-        Ok(Some(run.end))
+        for sub in &subs {
+            rel.preserve(sub.clone())?;
+        }
+        match rel.source.copy_runs_to(&rel.target, &subs) {
+            Ok(()) => {
+                for sub in subs {
+                    rel.mark_copied(sub)?;
+                }
+            }
+            Err(e) => {
+                // Find out which side failed, track by track (a target failure marks the
+                // relationship Tgt Failed there).
+                tracing::warn!("batched copy failed ({e}); retrying track by track");
+                for sub in subs {
+                    for t in sub {
+                        if rel.state().target_bits.contains(TrackNo(t)) || overwrite {
+                            copy_track(rel, TrackNo(t))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Some(runs.last().map_or(from, |r| r.end)))
     }
 
     /// Copy everything `rel` still borrows (tests, `-wait` paths without a copier thread).

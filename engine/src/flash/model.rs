@@ -184,12 +184,21 @@ impl World {
                 let Some(i) = self.pick(pick) else { return Ok(()) };
                 let m = &mut self.rels[i];
                 self.flash.copy_next_run(&m.engine, 0).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                // The first run of adjacent uncopied tracks, at most RUN_TRACKS long.
-                if let Some(&first) = m.bits.iter().next() {
+                // From track 0: runs of adjacent uncopied tracks (at most RUN_TRACKS each),
+                // up to BATCH_RUNS runs or BATCH_TRACKS tracks.
+                let (mut runs, mut tracks, mut at) = (0, 0, 0u32);
+                while runs < super::copier::BATCH_RUNS && tracks < super::copier::BATCH_TRACKS {
+                    let Some(&first) = m.bits.range(at..).next() else { break };
                     let mut t = first;
-                    while m.bits.remove(&t) && t - first + 1 < super::copier::RUN_TRACKS {
+                    while m.bits.remove(&t) {
                         t += 1;
+                        if t - first == super::copier::RUN_TRACKS {
+                            break;
+                        }
                     }
+                    runs += 1;
+                    tracks += t - first;
+                    at = t;
                 }
             }
             Op::CopyAll { pick } => {

@@ -13,9 +13,9 @@ use std::sync::Arc;
 /// Tracks per run (16 = 1 MiB): long enough for throughput, short enough to yield.
 pub const RUN_TRACKS: u32 = 16;
 /// Runs in flight together (the copier's queue depth).
-pub const BATCH_RUNS: usize = 32;
-/// Tracks per batch at most (8 MiB), so host I/O waits for at most one batch's locks.
-pub const BATCH_TRACKS: u32 = 128;
+pub const BATCH_RUNS: usize = 64;
+/// Tracks per batch at most (16 MiB), so host I/O waits for at most one batch's locks.
+pub const BATCH_TRACKS: u32 = 256;
 
 impl ImageFlash {
     /// Copy the next runs of `rel` at or after track `from` (wrapping around), up to

@@ -137,8 +137,8 @@ impl Site {
                 if active {
                     match flash.copy_next_run(&rel, cursor) {
                         Ok(Some(next)) => {
-                            copied += u64::from(next.saturating_sub(cursor).clamp(1, crate::flash::copier::RUN_TRACKS));
-                            rel.state().cursor = next;
+                            copied +=
+                                u64::from(next.saturating_sub(cursor).clamp(1, crate::flash::copier::BATCH_TRACKS));
                             if rel.state().target_bits.is_empty() {
                                 flash.kick(); // waiters (-wait) see the copy finish at once
                             }

@@ -165,47 +165,60 @@ pub fn default_home() -> PathBuf {
 /// How often FlashCopy bitmaps are checkpointed while running.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The background copier thread: copy passes while there is work, then sleep until kicked.
+/// Copier threads: each takes its own batch of runs (reserved through the relationship's
+/// cursor), so two keep the device busy while one waits for its batch to complete.
+const COPIERS: usize = 4;
+
+/// The background copier threads: copy passes while there is work, then sleep until kicked.
 struct Copier {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Copier {
     fn start(site: Arc<Site>, rate: Option<u64>) -> Result<Copier> {
         use std::sync::atomic::Ordering;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new().name("copier".into()).spawn(move || {
-            let mut last_checkpoint = std::time::Instant::now();
-            // Copy rate limit (extension): bytes copied since `window` began may not run
-            // ahead of rate x elapsed; the copier sleeps off any lead.
-            let mut window = (std::time::Instant::now(), 0u64);
-            while !flag.load(Ordering::SeqCst) {
-                let seen = flashtrack::flash::work_count();
-                let tracks = site.copy_pass();
-                if tracks == 0 {
-                    site.wait_copy_work(seen, std::time::Duration::from_millis(500));
-                    window = (std::time::Instant::now(), 0);
-                } else if let Some(bytes_per_sec) = rate {
-                    window.1 += tracks * flashtrack::geometry::TRACK_BYTES;
-                    let due = std::time::Duration::from_secs_f64(window.1 as f64 / bytes_per_sec as f64);
-                    if let Some(lead) = due.checked_sub(window.0.elapsed()) {
-                        std::thread::sleep(lead.min(std::time::Duration::from_millis(500)));
+        let mut threads = Vec::new();
+        // The rate limit is shared out between the threads.
+        let rate = rate.map(|r| (r / COPIERS as u64).max(1));
+        for n in 0..COPIERS {
+            let flag = stop.clone();
+            let site = site.clone();
+            let thread = std::thread::Builder::new().name(format!("copier-{n}")).spawn(move || {
+                let mut last_checkpoint = std::time::Instant::now();
+                // Copy rate limit (extension): bytes copied since `window` began may not run
+                // ahead of rate x elapsed; the copier sleeps off any lead.
+                let mut window = (std::time::Instant::now(), 0u64);
+                while !flag.load(Ordering::SeqCst) {
+                    let seen = flashtrack::flash::work_count();
+                    let tracks = site.copy_pass();
+                    if tracks == 0 {
+                        site.wait_copy_work(seen, std::time::Duration::from_millis(500));
+                        window = (std::time::Instant::now(), 0);
+                    } else if let Some(bytes_per_sec) = rate {
+                        window.1 += tracks * flashtrack::geometry::TRACK_BYTES;
+                        let due = std::time::Duration::from_secs_f64(window.1 as f64 / bytes_per_sec as f64);
+                        if let Some(lead) = due.checked_sub(window.0.elapsed()) {
+                            std::thread::sleep(lead.min(std::time::Duration::from_millis(500)));
+                        }
+                    }
+                    if n == 0 && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                        site.checkpoint();
+                        last_checkpoint = std::time::Instant::now();
                     }
                 }
-                if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                    site.checkpoint();
-                    last_checkpoint = std::time::Instant::now();
-                }
-            }
-        })?;
-        Ok(Copier { stop, thread })
+            })?;
+            threads.push(thread);
+        }
+        Ok(Copier { stop, threads })
     }
 
     fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         flashtrack::flash::kick_all();
-        let _ = self.thread.join();
+        for t in self.threads {
+            let _ = t.join();
+        }
     }
 }

@@ -19,11 +19,13 @@ pub const BATCH_TRACKS: u32 = 256;
 
 impl ImageFlash {
     /// Copy the next runs of `rel` at or after track `from` (wrapping around), up to
-    /// [`BATCH_TRACKS`] tracks in [`BATCH_RUNS`] runs, all in flight together. Returns where to
-    /// continue, or None when nothing is left to copy.
+    /// [`BATCH_TRACKS`] tracks in [`BATCH_RUNS`] runs, all in flight together. The runs are
+    /// reserved (the relationship's cursor moves past them) before copying, so several
+    /// copier threads work on disjoint batches. Returns where to continue, or None when
+    /// nothing is left to copy.
     pub fn copy_next_run(&self, rel: &Arc<Relationship>, from: u32) -> io::Result<Option<u32>> {
         let runs: Vec<std::ops::Range<u32>> = {
-            let st = rel.state();
+            let mut st = rel.state();
             if st.withdrawn || st.record.state == FlashState::TgtFailed {
                 return Ok(None);
             }
@@ -45,6 +47,10 @@ impl ImageFlash {
                 if wrapped && at >= from {
                     break;
                 }
+            }
+            // Reserve these runs: another copier thread continues after them.
+            if let Some(last) = runs.last() {
+                st.cursor = last.end;
             }
             runs
         };

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 
 /// SQ entries (and in-flight slots) of the default ring: room for several NBD connections
 /// at queue depth 32 plus a copier.
-pub const DEFAULT_ENTRIES: u32 = 128;
+pub const DEFAULT_ENTRIES: u32 = 512;
 
 /// `user_data` of the NOP that tells the reaper to exit.
 const SHUTDOWN: u64 = u64::MAX;

@@ -284,6 +284,27 @@ fn a_pool_on_a_loop_device() {
     all_ok(d.ok(fb_request(&img, 4, 131072, CapType::Blocks, Sam::Standard, &[0x1004])));
     let u4 = uri(&d, "IBM.2107-75FA120/1004");
     run(Command::new("qemu-io").args(["-f", "raw", &u4, "-c", "read -P 0 0 64M"]));
+    // FlashCopy between two device regions (the copier's O_DIRECT device path).
+    all_ok(d.ok(Request::FlashCreate {
+        image: img.clone(),
+        pairs: vec![(VolumeId(0x1000), VolumeId(0x1004))],
+        options: flashtrack::flash::relationship::FlashOptions::default(),
+    }));
+    for _ in 0..200 {
+        let Reply::Flash(v) = d.ok(Request::FlashWait {
+            image: img.clone(),
+            pairs: vec![(VolumeId(0x1000), VolumeId(0x1004))],
+            timeout_ms: 500,
+        }) else {
+            panic!()
+        };
+        if v.is_empty() {
+            break; // a COPY relationship without -persist ends when copied
+        }
+    }
+    if have("qemu-img", "a_pool_on_a_loop_device (compare)") {
+        run(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "raw", &u, &u4]));
+    }
     // A second pool on the same device is refused.
     let again =
         flashtrack::control::Client::connect(&home.path().join("control.sock")).unwrap().call(Request::PoolCreate {

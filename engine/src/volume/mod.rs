@@ -154,73 +154,27 @@ impl Volume {
         if may_trim { self.backing.punch(&*self.io, offset, len) } else { self.backing.zero(&*self.io, offset, len) }
     }
 
-    /// Copy tracks `run` of this volume to the same tracks of `dst` (same geometry): the
-    /// copier's data path. Between two file backings it is one batch of linked read -> write
-    /// pairs (io_uring submits them together); a source hole becomes a punched hole on the
-    /// target instead of written zeros. Device regions go track by track through their
-    /// aligned path. Not the host path: no intercept, the caller holds the track locks.
-    pub fn copy_run_to(&self, dst: &Volume, run: std::ops::Range<u32>) -> io::Result<()> {
-        use crate::geometry::{TRACK_BYTES, TrackNo};
-        use crate::io::Op;
-        let g = self.geometry;
-        let spans: Vec<(u64, usize)> = run
-            .clone()
-            .map(|t| (t as u64 * TRACK_BYTES, g.track_data_len(TrackNo(t)) as usize))
-            .filter(|s| s.1 > 0)
-            .collect();
-        let (Some(src), Some(dfd)) = (self.backing.file_fd(), dst.backing.file_fd()) else {
-            let mut buf = vec![0u8; TRACK_BYTES as usize];
-            for (off, len) in spans {
-                self.backing.read(&*self.io, off, &mut buf[..len])?;
-                dst.backing.write(&*dst.io, off, &buf[..len])?;
-            }
-            return Ok(());
-        };
-        match copy_mode() {
-            CopyMode::CopyFileRange => return copy_file_range_run(self, dst, src, dfd, &spans),
-            CopyMode::Whole => return whole_run(self, dst, src, dfd, &spans),
-            CopyMode::Batch => {}
-        }
-        let mut bufs: Vec<Vec<u8>> = Vec::new();
-        let mut holes = Vec::new();
-        let mut copies = Vec::new();
-        for (off, len) in spans {
-            if self.backing.is_hole(off, len as u64) {
-                holes.push((off, len as u64));
-            } else {
-                copies.push((off, len));
-                bufs.push(vec![0u8; len]);
-            }
-        }
-        let mut ops: Vec<Op<'_>> = copies
-            .iter()
-            .zip(bufs.iter_mut())
-            .map(|(&(off, _), buf)| Op::Copy { src, src_offset: off, dst: dfd, dst_offset: off, buf })
-            .collect();
-        for r in self.io.submit_batch(&mut ops) {
-            r?;
-        }
-        for (off, len) in holes {
-            dst.backing.punch(&*dst.io, off, len)?;
-        }
-        Ok(())
-    }
-
     /// Copy several runs of tracks to the same tracks of `dst` with all of them in flight at
     /// once: one linked read -> write pair per run, submitted as one batch (io_uring runs
     /// them concurrently, so scattered increments are not copied at queue depth 1). A run
-    /// that is one hole becomes a punched hole on the target. Device regions and other
-    /// backings go run by run through `copy_run_to`.
+    /// that is one hole becomes a punched hole on the target (copy_file_range would fill it,
+    /// and measured slower here besides). Device regions go a run at a time through their
+    /// aligned path. Not the host path: no intercept, the caller holds the track locks.
     pub fn copy_runs_to(&self, dst: &Volume, runs: &[std::ops::Range<u32>]) -> io::Result<()> {
         use crate::geometry::TRACK_BYTES;
         use crate::io::Op;
+        let size = self.size();
         let (Some(src), Some(dfd)) = (self.backing.file_fd(), dst.backing.file_fd()) else {
+            // Device regions: their aligned O_DIRECT path, a run at a time.
             for r in runs {
-                self.copy_run_to(dst, r.clone())?;
+                let off = r.start as u64 * TRACK_BYTES;
+                let end = (r.end as u64 * TRACK_BYTES).min(size);
+                let mut buf = vec![0u8; end.saturating_sub(off) as usize];
+                self.backing.read(&*self.io, off, &mut buf)?;
+                dst.backing.write(&*dst.io, off, &buf)?;
             }
             return Ok(());
         };
-        let size = self.size();
         let mut spans = Vec::new();
         for r in runs {
             let off = r.start as u64 * TRACK_BYTES;
@@ -439,91 +393,4 @@ mod tests {
             assert!(back[2048..].iter().all(|&b| b == 0));
         }
     }
-}
-
-/// How the copier moves data between two file backings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyMode {
-    /// Linked read -> write pairs through the I/O engine (io_uring: one batch per run).
-    Batch,
-    /// copy_file_range(2): the kernel copies, no user-space buffer (same file system).
-    CopyFileRange,
-    /// One read and one write per run of adjacent data tracks (up to 1 MiB).
-    Whole,
-}
-
-/// `FLASHTRACK_COPY=whole|batch|copy_file_range`. The default, one read and one write per
-/// run, needs the fewest ring entries or system calls; copy_file_range measured slower here
-/// (ext4 without reflink copies through the page cache twice).
-pub fn copy_mode() -> CopyMode {
-    static MODE: std::sync::OnceLock<CopyMode> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| match std::env::var("FLASHTRACK_COPY").as_deref() {
-        Ok("copy_file_range") | Ok("cfr") => CopyMode::CopyFileRange,
-        Ok("batch") => CopyMode::Batch,
-        _ => CopyMode::Whole,
-    })
-}
-
-/// Copy `spans` with copy_file_range, holes punched rather than filled (copy_file_range on
-/// ext4 would allocate them).
-fn copy_file_range_run(
-    from: &Volume,
-    to: &Volume,
-    src: std::os::fd::BorrowedFd<'_>,
-    dst: std::os::fd::BorrowedFd<'_>,
-    spans: &[(u64, usize)],
-) -> io::Result<()> {
-    for &(off, len) in spans {
-        if from.backing.is_hole(off, len as u64) {
-            to.backing.punch(&*to.io, off, len as u64)?;
-            continue;
-        }
-        let (mut a, mut b) = (off, off);
-        let mut left = len;
-        while left > 0 {
-            match rustix::fs::copy_file_range(src, Some(&mut a), dst, Some(&mut b), left) {
-                Ok(0) => {
-                    // Past the source's end: the rest reads as zero.
-                    to.backing.zero(&*to.io, b, left as u64)?;
-                    break;
-                }
-                Ok(n) => left -= n,
-                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Copy adjacent data tracks with one read and one write each (holes punched): fewest
-/// system calls or ring entries, and sequential enough for the kernel's readahead.
-fn whole_run(
-    from: &Volume,
-    to: &Volume,
-    src: std::os::fd::BorrowedFd<'_>,
-    dst: std::os::fd::BorrowedFd<'_>,
-    spans: &[(u64, usize)],
-) -> io::Result<()> {
-    let mut i = 0;
-    while i < spans.len() {
-        let (off, len) = spans[i];
-        if from.backing.is_hole(off, len as u64) {
-            to.backing.punch(&*to.io, off, len as u64)?;
-            i += 1;
-            continue;
-        }
-        // Extend over following data tracks that are adjacent in the file.
-        let mut end = off + len as u64;
-        let mut j = i + 1;
-        while j < spans.len() && spans[j].0 == end && !from.backing.is_hole(spans[j].0, spans[j].1 as u64) {
-            end += spans[j].1 as u64;
-            j += 1;
-        }
-        let mut buf = vec![0u8; (end - off) as usize];
-        from.io.read_at(src, &mut buf, off)?;
-        to.io.write_at(dst, &buf, off)?;
-        i = j;
-    }
-    Ok(())
 }

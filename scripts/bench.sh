@@ -93,7 +93,7 @@ W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/flashtrack-bench.XXXXXX")
 PIDS=()
 cleanup() {
     set +e
-    for h in "$W/home-uring" "$W/home-sync"; do
+    for h in "$W/home-uring" "$W/home-sync" "$W/home-direct"; do
         if [ -f "$h/flashd.pid" ]; then
             local p; p=$(cat "$h/flashd.pid")
             kill -TERM "$p" 2>/dev/null
@@ -106,6 +106,8 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$q" 2>/dev/null || break; sleep 0.1; done
     fi
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    sleep 0.5
+    [ -n "${LOOPDEV:-}" ] && losetup -d "$LOOPDEV" 2>/dev/null
     if [ "$KEEP" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -135,6 +137,26 @@ start_site() { # BACKEND
     [ "$got" = "$be" ] || die "flashd in $h runs the $got backend, not $be"
     log "site $h: flashd backend $got, 2 x $CAP GiB standard volumes"
     "$BIN/flashio" --socket "$h/nbd.sock" write --random --seed 1 --length "${CAP}G" "$IMG/$SRC" >/dev/null
+}
+
+# ---- flashtrack O_DIRECT: a pool on a loop device opened O_DIRECT (root only) ------------
+# File backings are buffered; device pools are O_DIRECT. A loop device (--direct-io=on) over a
+# preallocated file on the same disk gives the copier's O_DIRECT number for the fio-limit target.
+LOOPDEV=
+start_site_direct() {
+    local h=$W/home-direct img=$W/direct.img
+    [ "$(id -u)" = 0 ] && command -v losetup >/dev/null 2>&1 || { log "not root or no losetup: no O_DIRECT rows"; return 1; }
+    fallocate -l "$((2 * CAP + 1))G" "$img" || return 1
+    LOOPDEV=$(losetup -f --show --direct-io=on "$img") || { log "losetup failed: no O_DIRECT rows"; return 1; }
+    "$BIN/flashd" image create --home "$h" "$IMG" >/dev/null
+    FLASHTRACK_IO=uring "$BIN/flashd" run --home "$h" >"$W/flashd-direct.out" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do [ -S "$h/control.sock" ] && break; sleep 0.1; done
+    [ -S "$h/control.sock" ] || die "flashd (direct) did not start: $(cat "$W/flashd-direct.out")"
+    FLASHTRACK_HOME=$h "$BIN/dscli" mkextpool -dev "$IMG" -rankgrp 0 -stgtype fb -path "$LOOPDEV" direct >/dev/null
+    FLASHTRACK_HOME=$h "$BIN/dscli" mkfbvol -dev "$IMG" -extpool P4 -cap "$CAP" -sam standard "$SRC-$TGT" >/dev/null
+    "$BIN/flashio" --socket "$h/nbd.sock" write --random --seed 1 --length "${CAP}G" "$IMG/$SRC" >/dev/null
+    log "site $h: O_DIRECT pool P4 on $LOOPDEV, 2 x $CAP GiB volumes, io_uring"
 }
 
 # ---- QEMU: qemu-storage-daemon with raw files, buffered like ours (cache.direct=off) --------
@@ -244,6 +266,8 @@ log "scratch $W; rounds $ROUNDS; volumes $CAP GiB; drop caches: $([ "$DROP" = 1 
 [ "$HAVE_DSCLI_FLASH" = 1 ] || log "$DSCLI has no FlashCopy verbs (resyncflash -wait): dscli end-to-end rows are skipped"
 start_site uring
 start_site sync
+HAVE_DIRECT=0
+start_site_direct && HAVE_DIRECT=1
 start_qsd
 # fio's file: laid out (written) once, so it is preallocated and allocated
 fio --name=layout --filename="$W/fio.dat" --size="${CAP}G" --rw=write --bs=1M --direct=1 \
@@ -255,9 +279,11 @@ cmp -s "$(VOL uring $SRC)" "$W/q-src.raw" || die "flashtrack and QEMU sources di
 log "warm-up: first full copy on each side (untimed)"
 $CTL create "$W/home-uring/control.sock" "$IMG" "$SRC" "$TGT" >/dev/null
 $CTL create "$W/home-sync/control.sock" "$IMG" "$SRC" "$TGT" >/dev/null
+[ "$HAVE_DIRECT" = 1 ] && $CTL create "$W/home-direct/control.sock" "$IMG" "$SRC" "$TGT" >/dev/null
 $CTL qmp-backup "$W/qmp.sock" full src tgt b0 >/dev/null
 
 OURS=(uring sync)
+[ "$HAVE_DIRECT" = 1 ] && OURS+=(direct)
 [ "$HAVE_DSCLI_FLASH" = 1 ] && OURS+=(dscli-uring dscli-sync)
 
 run_full() { # ROUND IMPL
@@ -295,6 +321,11 @@ for r in $(seq "$ROUNDS"); do
         verify "flashtrack uring" "$(VOL uring $SRC)" "$(VOL uring $TGT)"
         verify "flashtrack sync" "$(VOL sync $SRC)" "$(VOL sync $TGT)"
         verify "QEMU" "$W/q-src.raw" "$W/q-tgt.raw"
+        if [ "$HAVE_DIRECT" = 1 ]; then
+            "$BIN/flashio" --socket "$W/home-direct/nbd.sock" compare "$IMG/$SRC" "$IMG/$TGT" >/dev/null \
+                || die "flashtrack direct: target differs from source after the copy"
+            log "verified flashtrack direct: target == source"
+        fi
     fi
 done
 T_END=$(now)

@@ -13,3 +13,5 @@ FLASHTRACK_IO=sync cargo test --locked -p flashtrack --test it
 FLASHTRACK_IO=sync cargo test --locked -p flashtrack-cli --test cli
 echo "== crash at every FlashCopy ordering point (flashd built with failpoints)"
 cargo test --locked -p flashtrack-cli --features failpoints --test cli failpoint
+echo "== engine recovery regressions at failpoints (one thread: they set FLASHTRACK_FAILPOINT)"
+cargo test --locked -p flashtrack --features failpoints --test it fp_ -- --test-threads=1

@@ -135,7 +135,7 @@ impl Site {
                     (st.copy_active(), st.cursor)
                 };
                 if active {
-                    match flash.copy_next_run(&rel, cursor) {
+                    match flash.copy_next_run(&rel, crate::flash::copier::FROM_CURSOR) {
                         Ok(Some(next)) => {
                             copied +=
                                 u64::from(next.saturating_sub(cursor).clamp(1, crate::flash::copier::BATCH_TRACKS));

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 /// Tracks per run (16 = 1 MiB): long enough for throughput, short enough to yield.
 pub const RUN_TRACKS: u32 = 16;
+/// `copy_next_run(rel, FROM_CURSOR)`: continue where the relationship's cursor is.
+pub const FROM_CURSOR: u32 = u32::MAX;
 /// Runs in flight together (the copier's queue depth).
 pub const BATCH_RUNS: usize = 64;
 /// Tracks per batch at most (16 MiB), so host I/O waits for at most one batch's locks.
@@ -29,6 +31,9 @@ impl ImageFlash {
             if st.withdrawn || st.record.state == FlashState::TgtFailed {
                 return Ok(None);
             }
+            // Copier threads read the shared cursor here, under the lock, so each reserves a
+            // batch the others will not take.
+            let from = if from == FROM_CURSOR { st.cursor } else { from };
             let mut runs = Vec::new();
             let (mut at, mut tracks, mut wrapped) = (from, 0u32, false);
             while runs.len() < BATCH_RUNS && tracks < BATCH_TRACKS {

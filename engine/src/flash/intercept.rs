@@ -241,8 +241,9 @@ pub(crate) fn copy_track(rel: &Arc<Relationship>, t: TrackNo) -> io::Result<()> 
     rel.source.read(off, &mut buf)?;
     rel.preserve(t.0..t.0 + 1)?;
     if let Err(e) = rel.target.write(off, &buf, false) {
-        let mut st = rel.state();
-        st.record.state = FlashState::TgtFailed;
+        // Durable before the source write that needed this copy goes on: a restart must not
+        // find the pair Valid with a target whose T0 was overwritten on the source.
+        rel.fail(FlashState::TgtFailed)?;
         tracing::error!(
             "{}:{} target write failed at track {}: {e}; relationship is Tgt Failed",
             rel.ids().0,

@@ -153,10 +153,14 @@ impl ImageFlash {
     }
 
     /// Resync (`resyncflash`): under the barrier, the new target bitmap is what was still
-    /// uncopied plus what changed on either side. Order: the caller's `persist` (catalog),
-    /// then the new checkpoint (generation + 1, empty change bitmaps), then memory, then the
-    /// copied set's old epoch is cleared; a failure before memory changes leaves the
-    /// relationship as it was. Returns the tracks to copy.
+    /// uncopied plus what changed on either side (or every track, `full`). Order, each step
+    /// safe to crash after:
+    /// 1. checkpoint the current bitmaps and clear the copied set's old epoch, so no copied
+    ///    bit older than a stored checkpoint survives (nothing copies under the barrier);
+    /// 2. store the new bitmaps as the next checkpoint (a crash now recovers "resynced");
+    /// 3. the caller's `persist` (catalog: options, state, date); should it fail, the
+    ///    checkpoint is put back to the old bitmaps so nothing changed;
+    /// 4. memory. Returns the tracks to copy.
     pub fn resync<E: From<crate::error::Error>>(
         &self,
         rel: &Relationship,
@@ -167,42 +171,65 @@ impl ImageFlash {
     ) -> Result<u64, E> {
         let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
         let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (next, generation) = {
+        let name = {
+            let (s, t) = rel.ids();
+            persist::pair_name(s, t)
+        };
+        let snapshot =
+            |st: &relationship::RelState| [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()];
+        if let (Some(store), Some(c)) = (self.store(), &rel.copied) {
+            let token = c.begin_epoch()?;
+            let (g, bits) = {
+                let st = rel.state();
+                (st.generation + 1, snapshot(&st))
+            };
+            crate::bitmap::checkpoint::store(&store.dir, &name, g, &bits)?;
+            rel.state().generation = g;
+            c.end_epoch(token)?;
+        }
+        let (next, old) = {
             let mut st = rel.state();
             let next = if full {
                 TrackBitmap::full(rel.tracks())
             } else {
                 resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes)
             };
+            let old = snapshot(&st);
             if mutant::is(mutant::Mutant::ClearBeforePersist) {
                 st.src_changes.clear();
                 st.tgt_changes.clear();
             }
-            (next, st.generation + 1)
+            (next, old)
         };
-        let token = match &rel.copied {
-            Some(c) => Some(c.begin_epoch()?),
-            None => None,
-        };
-        persist(&next)?;
-        crate::bitmap::fail_point("resync-persisted")?;
         if let Some(store) = self.store() {
-            let (s, t) = rel.ids();
             let empty = TrackBitmap::new();
-            crate::bitmap::checkpoint::store(
-                &store.dir,
-                &persist::pair_name(s, t),
-                generation,
-                &[next.clone(), empty.clone(), empty],
-            )?;
+            let g = rel.state().generation + 1;
+            crate::bitmap::checkpoint::store(&store.dir, &name, g, &[next.clone(), empty.clone(), empty])?;
+            rel.state().generation = g;
         }
         crate::bitmap::fail_point("resync-checkpointed")?;
+        if let Err(e) = persist(&next) {
+            if let Some(store) = self.store() {
+                let g = rel.state().generation + 1;
+                if crate::bitmap::checkpoint::store(&store.dir, &name, g, &old).is_ok() {
+                    rel.state().generation = g;
+                } else {
+                    // The disk says "resynced": so must memory (copying more is always safe).
+                    tracing::error!("resync {name}: catalog and undo both failed; keeping the resynced bitmaps");
+                    let mut st = rel.state();
+                    st.target_bits = next;
+                    st.src_changes.clear();
+                    st.tgt_changes.clear();
+                }
+            }
+            return Err(e);
+        }
+        crate::bitmap::fail_point("resync-persisted")?;
         let count = {
             let mut st = rel.state();
             st.src_changes.clear();
             st.tgt_changes.clear();
             st.target_bits = next;
-            st.generation = generation;
             st.copied = 0;
             st.cursor = 0;
             st.record.options = options;
@@ -210,14 +237,6 @@ impl ImageFlash {
             st.record.state = relationship::FlashState::Valid;
             st.target_bits.len()
         };
-        if let (Some(c), Some(tok)) = (&rel.copied, token)
-            && let Err(e) = c.end_epoch(tok)
-        {
-            // Stale copied bits next to the new checkpoint could hide tracks that need
-            // copying after a crash: say so rather than risk a wrong T0.
-            tracing::error!("resync {}:{}: clearing the copied set failed: {e}", rel.ids().0, rel.ids().1);
-            rel.state().record.state = relationship::FlashState::ValidationRequired;
-        }
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.kick();
         Ok(count)
@@ -248,15 +267,31 @@ impl ImageFlash {
         record: FlashRecord,
         copied: Option<crate::bitmap::intent::PersistentBitset>,
         persist: impl FnOnce() -> Result<(), E>,
-    ) -> Result<(), E> {
+    ) -> Result<(), E>
+    where
+        E: From<crate::error::Error>,
+    {
         let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
+        let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let bits = {
+            let st = rel.state();
+            resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes)
+        };
+        // The reversed pair's first checkpoint is durable before the catalog names it: a
+        // crash right after must not find "no checkpoint" (= every track borrowed).
+        if let Some(store) = self.store() {
+            let empty = TrackBitmap::new();
+            let name = persist::pair_name(record.source, record.target);
+            crate::bitmap::checkpoint::store(&store.dir, &name, 1, &[bits.clone(), empty.clone(), empty])?;
+        }
         persist()?;
-        let mut st = rel.state();
-        let bits = resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes);
-        st.withdrawn = true;
-        drop(st);
+        rel.state().withdrawn = true;
         let reversed =
             Arc::new(Relationship::with_copied(rel.target.clone(), rel.source.clone(), record, bits, copied));
+        reversed.state().generation = 1;
+        if let Some(store) = self.store() {
+            let _ = reversed.state_file.set(store.state_path(reversed.ids().0, reversed.ids().1));
+        }
         let mut rels = self.rels.write().unwrap_or_else(|p| p.into_inner());
         rels.retain(|r| !Arc::ptr_eq(r, rel));
         rels.push(reversed);

@@ -107,7 +107,19 @@ impl FlashStore {
         let cfg = self.copied_config(source, s, t)?;
         PersistentBitset::remove(&cfg.path)?;
         checkpoint::remove_all(&self.dir, &pair_name(s, t))?;
+        let _ = std::fs::remove_file(self.state_path(s, t));
         PersistentBitset::create(cfg)
+    }
+
+    /// File that records a relationship's failure state (`Tgt Failed`, `Validation
+    /// Required`) durably the moment it happens, without the catalog (which needs the site
+    /// lock): recovery trusts it over the catalog's state.
+    pub fn state_path(&self, s: VolumeId, t: VolumeId) -> PathBuf {
+        self.dir.join(format!("{}.state", pair_name(s, t)))
+    }
+
+    pub fn clear_state(&self, s: VolumeId, t: VolumeId) {
+        let _ = std::fs::remove_file(self.state_path(s, t));
     }
 
     /// Open a relationship's durable state: the newest checkpoint (all ones if none) minus
@@ -128,7 +140,6 @@ impl FlashStore {
         let power_lost = !prev.clean && prev.boot_id != copied.config().boot_id;
         let landed = copied.recover();
         bits[0].difference_with(&landed);
-        copied.claim()?;
         let tgt_changes = bits.pop().unwrap_or_default();
         let src_changes = bits.pop().unwrap_or_default();
         let target_bits = bits.pop().unwrap_or_default();
@@ -136,6 +147,7 @@ impl FlashStore {
     }
 
     pub fn remove_relationship(&self, s: VolumeId, t: VolumeId) {
+        self.clear_state(s, t);
         let _ = PersistentBitset::remove(&self.dir.join(format!("{}.copied", pair_name(s, t))));
         let _ = checkpoint::remove_all(&self.dir, &pair_name(s, t));
     }
@@ -267,3 +279,28 @@ pub fn fold_changes(rel: &Relationship, src_changed: Option<&TrackBitmap>, tgt_c
 }
 
 pub type Journals = HashMap<u64, Arc<VolumeJournal>>;
+
+/// Write a failure state durably (file, fsync, directory fsync).
+pub fn write_state(path: &Path, state: FlashState) -> Result<()> {
+    use std::io::Write;
+    let text = match state {
+        FlashState::TgtFailed => "TgtFailed",
+        FlashState::ValidationRequired => "ValidationRequired",
+        FlashState::Valid => "Valid",
+    };
+    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path.display(), &e))?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| Error::io(path.display(), &e))?;
+    if let Some(dir) = path.parent() {
+        crate::bitmap::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// The failure state a relationship recorded, if any.
+pub fn read_state(path: &Path) -> Option<FlashState> {
+    match std::fs::read_to_string(path).ok()?.trim() {
+        "TgtFailed" => Some(FlashState::TgtFailed),
+        "ValidationRequired" => Some(FlashState::ValidationRequired),
+        _ => None,
+    }
+}

@@ -90,6 +90,8 @@ pub struct Relationship {
     state: Mutex<RelState>,
     /// Pre-image journal while revertible (see `revert.rs`); lock order: state, then revert.
     revert: Mutex<Option<super::revert::RevertState>>,
+    /// Where a failure state is made durable (`persist::write_state`); unset without a store.
+    pub state_file: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl Relationship {
@@ -109,6 +111,7 @@ impl Relationship {
             target,
             copied,
             revert: Mutex::new(None),
+            state_file: std::sync::OnceLock::new(),
             state: Mutex::new(RelState {
                 record,
                 target_bits,
@@ -161,6 +164,18 @@ impl RelState {
 }
 
 impl Relationship {
+    /// Enter a failure state, durably before returning (the caller then lets a source
+    /// write go on that would otherwise have needed this relationship's copy).
+    /// If the state cannot be made durable, memory is left as it was and the error returned
+    /// (the host write then fails rather than risk a silently wrong T0 after a crash).
+    pub fn fail(&self, state: FlashState) -> std::io::Result<()> {
+        if let Some(p) = self.state_file.get() {
+            super::persist::write_state(p, state).map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        self.state().record.state = state;
+        Ok(())
+    }
+
     /// Record that the copy of `tracks` landed on the target, then clear their target bits
     /// (in that order: a cleared bit must survive a crash). Returns how many were set.
     pub fn mark_copied(&self, tracks: std::ops::Range<u32>) -> std::io::Result<u64> {

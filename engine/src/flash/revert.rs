@@ -181,40 +181,66 @@ impl super::ImageFlash {
         Ok(())
     }
 
-    /// `commitflash`: keep the new data; the pair is no longer revertible.
+    /// `commitflash`: keep the new data; the pair is no longer revertible. The pre-image
+    /// files go first, then the catalog: a catalog that still says revertible with no files
+    /// behind it is a finished commit (`restore_revert`).
     pub fn commit_revertible(&self, rel: &Relationship, persist: impl FnOnce() -> Result<()>) -> Result<()> {
         let _barrier = self.lock_pair(rel);
-        persist()?;
-        rel.state().record.revertible = false;
         *rel.revert() = None;
         self.remove_revert_files(rel);
+        rel.state().record.revertible = false;
+        if let Err(e) = persist() {
+            tracing::error!(
+                "commit {}:{}: catalog write failed ({e}); the commit completes at the next start",
+                rel.ids().0,
+                rel.ids().1
+            );
+            return Err(e);
+        }
         self.bump();
         Ok(())
     }
 
-    /// `revertflash`: the target goes back to the last consistent point: pre-images written
-    /// back, the saved bitmaps reinstalled (as a new checkpoint, with the copied set's old
-    /// epoch cleared, as a resync does).
+    /// `revertflash`: the target goes back to the last consistent point. The catalog
+    /// (revertible off) is written first, so a failure changes nothing; then the pre-images
+    /// go back, the saved bitmaps become the checkpoint (after one that clears the copied
+    /// set's stale epoch), and the files go. A crash after the catalog write leaves revert
+    /// files next to a catalog that says "not revertible": the next start finishes the
+    /// revert (`restore_revert`).
     pub fn revert_revertible(&self, rel: &Relationship, persist: impl FnOnce() -> Result<()>) -> Result<()> {
         let _barrier = self.lock_pair(rel);
         let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(saved) = rel.revert_data()? else {
+        if rel.revert().is_none() {
             let (s, t) = rel.ids();
             return Err(Error::new(
                 ErrorKind::FlashRevertibleState,
                 format!("{s}:{t}"),
                 "the relationship is not revertible",
             ));
-        };
-        let token = match &rel.copied {
-            Some(c) => Some(c.begin_epoch()?),
-            None => None,
-        };
+        }
         persist()?;
-        let generation = rel.state().generation + 1;
-        if let Some(store) = self.store() {
+        self.finish_revert(rel)
+    }
+
+    /// Pre-images back, saved bitmaps installed and checkpointed, revert files removed. The
+    /// caller holds the barrier and the checkpoint lock. Idempotent until the files go.
+    fn finish_revert(&self, rel: &Relationship) -> Result<()> {
+        let Some(saved) = rel.revert_data()? else { return Ok(()) };
+        if let (Some(store), Some(c)) = (self.store(), &rel.copied) {
             let (s, t) = rel.ids();
-            checkpoint::store(&store.dir, &super::persist::pair_name(s, t), generation, &saved)?;
+            let name = super::persist::pair_name(s, t);
+            // The copied set's bits are relative to the current checkpoint: checkpoint the
+            // current bitmaps and clear them before the saved ones become the checkpoint.
+            let token = c.begin_epoch()?;
+            let (g, bits) = {
+                let st = rel.state();
+                (st.generation + 1, [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()])
+            };
+            checkpoint::store(&store.dir, &name, g, &bits)?;
+            rel.state().generation = g;
+            c.end_epoch(token)?;
+            checkpoint::store(&store.dir, &name, g + 1, &saved)?;
+            rel.state().generation = g + 1;
         }
         {
             let mut st = rel.state();
@@ -222,12 +248,8 @@ impl super::ImageFlash {
             st.target_bits = a;
             st.src_changes = b;
             st.tgt_changes = c;
-            st.generation = generation;
             st.cursor = 0;
             st.record.revertible = false;
-        }
-        if let (Some(c), Some(tok)) = (&rel.copied, token) {
-            c.end_epoch(tok)?;
         }
         *rel.revert() = None;
         self.remove_revert_files(rel);
@@ -235,19 +257,28 @@ impl super::ImageFlash {
         Ok(())
     }
 
-    /// Bring back the pre-image journal of a relationship that was revertible at shutdown.
-    pub fn reopen_revert(&self, rel: &Relationship) -> Result<()> {
+    /// At open: finish a revert or commit that a crash cut short (see their docs), or bring
+    /// back the pre-image journal of a relationship that is still revertible.
+    pub fn restore_revert(&self, rel: &Relationship) -> Result<()> {
         let Some(store) = self.store() else { return Ok(()) };
         let (s, t) = rel.ids();
-        match RevertState::open(&store.dir, &super::persist::pair_name(s, t))? {
-            Some(rs) => {
+        let rs = RevertState::open(&store.dir, &super::persist::pair_name(s, t))?;
+        let revertible = rel.state().record.revertible;
+        match (revertible, rs) {
+            (true, Some(rs)) => *rel.revert() = Some(rs),
+            (true, None) => {
+                tracing::warn!("{s}:{t}: a commitflash was cut short; finishing it");
+                rel.state().record.revertible = false;
+            }
+            (false, Some(rs)) => {
+                tracing::warn!("{s}:{t}: a revertflash was cut short; finishing it");
                 *rel.revert() = Some(rs);
-                Ok(())
+                let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
+                self.finish_revert(rel)?;
             }
-            None => {
-                Err(Error::new(ErrorKind::Corrupt, format!("{s}:{t}"), "revertible, but its saved bitmaps are missing"))
-            }
+            (false, None) => {}
         }
+        Ok(())
     }
 
     pub fn remove_revert_files(&self, rel: &Relationship) {

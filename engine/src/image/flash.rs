@@ -309,7 +309,11 @@ impl Image {
                 None => None,
             };
             let bits = crate::bitmap::TrackBitmap::full(s.geometry().tracks());
-            rels.push(Arc::new(Relationship::with_copied(s, t, rec.clone(), bits, copied)));
+            let rel = Relationship::with_copied(s, t, rec.clone(), bits, copied);
+            if let Some(store) = self.flash.store() {
+                let _ = rel.state_file.set(store.state_path(rec.source, rec.target));
+            }
+            rels.push(Arc::new(rel));
         }
         Ok(rels)
     }
@@ -330,13 +334,13 @@ impl Image {
     fn flash_remove(&mut self, rel: &Arc<Relationship>, w: Withdraw) -> Result<()> {
         Self::check_seqnum(rel, w.seqnum)?;
         let (s, t) = rel.ids();
-        if w.resettgtinhibit {
-            rel.state().record.options.tgtinhibit = false;
-        }
         if w.cp && !rel.state().target_bits.is_empty() {
             let mut st = rel.state();
             if st.record.state != FlashState::Valid {
                 return Err(Error::new(ErrorKind::FlashStateInvalid, pair_name(s, t), "the relationship cannot copy"));
+            }
+            if w.resettgtinhibit {
+                st.record.options.tgtinhibit = false;
             }
             st.remove_when_copied = true;
             drop(st);
@@ -387,6 +391,9 @@ impl Image {
         let dir = self.dir.clone();
         self.flash.resync(rel, options, now, full, |_bits| super::catalog::store(&dir, &next))?;
         self.record = next;
+        if full && let Some(store) = self.flash.store() {
+            store.clear_state(s, t);
+        }
         Ok(())
     }
 
@@ -534,8 +541,18 @@ impl Image {
             let lost = opened.power_lost
                 || changed.get(&rec.source).is_some_and(|c| c.1)
                 || changed.get(&rec.target).is_some_and(|c| c.1);
+            let state_file = store.state_path(rec.source, rec.target);
             let mut rec = rec.clone();
+            if let Some(st) = crate::flash::persist::read_state(&state_file) {
+                rec.state = st;
+            }
             rec.state = crate::flash::persist::recovered_state(rec.state, lost);
+            if lost {
+                // Durable before the copied set names this boot as its owner: the next start
+                // must not forget it (it would no longer see a power loss).
+                crate::flash::persist::write_state(&state_file, rec.state)?;
+            }
+            opened.copied.claim()?;
             if lost {
                 tracing::warn!(
                     "{}:{}: power loss before this start; relationship is Validation Required",
@@ -544,15 +561,14 @@ impl Image {
                 );
             }
             let rel = Relationship::with_copied(s, t, rec.clone(), opened.target_bits, Some(opened.copied));
+            let _ = rel.state_file.set(state_file);
             {
                 let mut st = rel.state();
                 st.src_changes = opened.src_changes;
                 st.tgt_changes = opened.tgt_changes;
                 st.generation = opened.generation;
             }
-            if rec.revertible {
-                self.flash.reopen_revert(&rel)?;
-            }
+            self.flash.restore_revert(&rel)?;
             crate::flash::persist::fold_changes(
                 &rel,
                 changed.get(&rec.source).map(|c| &c.0),

@@ -2,6 +2,7 @@
 
 mod fixture;
 mod flash_power;
+mod flash_recovery;
 mod flash_revert;
 mod flash_tgtfailed;
 mod site;

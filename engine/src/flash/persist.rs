@@ -196,6 +196,13 @@ impl ImageFlash {
         Ok(Some((changed, previous)))
     }
 
+    /// Run `f` (file removal or creation for a relationship) under the checkpoint lock, so
+    /// a checkpoint in progress cannot store a withdrawn relationship's bitmaps over them.
+    pub fn with_ckpt_lock<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
     /// Checkpoint every relationship: flip the epochs of every journal and copied set,
     /// snapshot and store the bitmaps with the next generation, end the epochs. Off the I/O
     /// path; host writes go on (their marks land in the new epoch).
@@ -218,6 +225,9 @@ impl ImageFlash {
         for r in &rels {
             let (gen_, bitmaps) = {
                 let mut st = r.state();
+                if st.withdrawn {
+                    continue; // its files are gone or about to be: never bring them back
+                }
                 st.generation += 1;
                 (st.generation, [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()])
             };

@@ -285,7 +285,7 @@ impl Image {
             Err(e) => {
                 if let Some(store) = self.flash.store() {
                     for rec in &made {
-                        store.remove_relationship(rec.source, rec.target);
+                        self.flash.with_ckpt_lock(|| store.remove_relationship(rec.source, rec.target));
                     }
                 }
                 for o in outcomes.iter_mut().filter(|o| o.result.is_ok()) {
@@ -305,7 +305,7 @@ impl Image {
             self.flash.ensure_journal(&s)?;
             self.flash.ensure_journal(&t)?;
             let copied = match self.flash.store() {
-                Some(store) => Some(store.new_relationship(&s, rec.source, rec.target)?),
+                Some(store) => Some(self.flash.with_ckpt_lock(|| store.new_relationship(&s, rec.source, rec.target))?),
                 None => None,
             };
             let bits = crate::bitmap::TrackBitmap::full(s.geometry().tracks());
@@ -352,7 +352,7 @@ impl Image {
         self.flash.remove_with(rel, || super::catalog::store(&dir, &next))?;
         self.record = next;
         if let Some(store) = self.flash.store() {
-            store.remove_relationship(s, t);
+            self.flash.with_ckpt_lock(|| store.remove_relationship(s, t));
         }
         self.flash.remove_revert_files(rel);
         Ok(())
@@ -456,13 +456,13 @@ impl Image {
         let next = self.flash_catalog(std::slice::from_ref(&reversed), &[(s, t)]);
         let dir = self.dir.clone();
         let copied = match self.flash.store() {
-            Some(store) => Some(store.new_relationship(&rel.target, t, s)?),
+            Some(store) => Some(self.flash.with_ckpt_lock(|| store.new_relationship(&rel.target, t, s))?),
             None => None,
         };
         self.flash.reverse(rel, reversed, copied, || super::catalog::store(&dir, &next))?;
         self.record = next;
         if let Some(store) = self.flash.store() {
-            store.remove_relationship(s, t);
+            self.flash.with_ckpt_lock(|| store.remove_relationship(s, t));
         }
         Ok(())
     }
@@ -499,7 +499,7 @@ impl Image {
         self.flash.remove_with(rel, || super::catalog::store(&dir, &next))?;
         self.record = next;
         if let Some(store) = self.flash.store() {
-            store.remove_relationship(s, t);
+            self.flash.with_ckpt_lock(|| store.remove_relationship(s, t));
         }
         Ok(())
     }

@@ -39,9 +39,17 @@ impl Claim {
 
 #[derive(Debug, Default)]
 pub struct RangeLocks {
-    held: Mutex<Vec<(u64, Claim)>>,
+    held: Mutex<Table>,
     released: Condvar,
     next_id: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    held: Vec<(u64, Claim)>,
+    /// Barriers waiting for their volumes to drain, by operation ID: later claims on those
+    /// volumes queue behind them, so a steady stream of host I/O cannot starve a resync.
+    barriers: Vec<(u64, VolumeHandle)>,
 }
 
 /// Held claims; released on drop.
@@ -56,31 +64,37 @@ impl RangeLocks {
         RangeLocks::default()
     }
 
-    /// Wait until none of `claims` overlaps a held claim, then hold them all.
+    /// Wait until none of `claims` overlaps a held claim, and no earlier barrier waits on
+    /// one of their volumes, then hold them all.
     pub fn lock(&self, claims: Vec<Claim>) -> LockGuard<'_> {
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let barrier_vols: Vec<VolumeHandle> =
+            claims.iter().filter(|c| c.tracks == (0..u32::MAX)).map(|c| c.volume).collect();
+        t.barriers.extend(barrier_vols.iter().map(|&v| (id, v)));
         loop {
-            let busy = claims.iter().any(|c| held.iter().any(|(_, h)| h.overlaps(c)));
+            let busy = claims.iter().any(|c| t.held.iter().any(|(_, h)| h.overlaps(c)))
+                || claims.iter().any(|c| t.barriers.iter().any(|&(b, v)| b < id && v == c.volume));
             if !busy {
-                held.extend(claims.into_iter().filter(|c| c.tracks.start < c.tracks.end).map(|c| (id, c)));
+                t.barriers.retain(|&(b, _)| b != id);
+                t.held.extend(claims.into_iter().filter(|c| c.tracks.start < c.tracks.end).map(|c| (id, c)));
                 return LockGuard { table: self, id };
             }
-            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+            t = self.released.wait(t).unwrap_or_else(|p| p.into_inner());
         }
     }
 
     /// Claims held now (tests, diagnostics).
     pub fn held(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).held.len()
     }
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        let mut held = self.table.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.retain(|(id, _)| *id != self.id);
-        drop(held);
+        let mut t = self.table.held.lock().unwrap_or_else(|p| p.into_inner());
+        t.held.retain(|(id, _)| *id != self.id);
+        drop(t);
         self.table.released.notify_all();
     }
 }
@@ -124,6 +138,29 @@ mod tests {
         assert!(!h.is_finished());
         drop(g);
         h.join().unwrap();
+    }
+
+    #[test]
+    fn a_waiting_barrier_is_not_starved_by_new_io() {
+        let t = Arc::new(RangeLocks::new());
+        let first = t.lock(vec![Claim::new(3, 0..1)]);
+        let t2 = t.clone();
+        let barrier = std::thread::spawn(move || {
+            let _b = t2.lock(vec![Claim::whole(3)]);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        // New I/O on the volume now queues behind the barrier instead of overtaking it.
+        let t3 = t.clone();
+        let later = std::thread::spawn(move || {
+            let _g = t3.lock(vec![Claim::new(3, 5..6)]);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(!later.is_finished(), "new I/O overtook a waiting barrier");
+        // Other volumes are not held up.
+        drop(t.lock(vec![Claim::new(4, 5..6)]));
+        drop(first);
+        barrier.join().unwrap();
+        later.join().unwrap();
     }
 
     #[test]

@@ -57,6 +57,10 @@ impl FreezeGate {
 impl ImageFlash {
     /// The freeze gate of a host write to `vol` (step 2 of the intercept).
     pub(crate) fn freeze_gate(&self, vol: &Volume) {
+        // Nearly always nothing is frozen: skip the relationship scan on the hot path.
+        if self.freeze.frozen.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return;
+        }
         let lss = vol.key().volume.lss();
         let frozen_source = self.roles(vol.handle()).as_source.iter().any(|r| r.state().record.options.freeze);
         if frozen_source {

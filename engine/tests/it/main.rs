@@ -3,6 +3,7 @@
 mod fixture;
 mod flash_power;
 mod flash_recovery;
+mod flash_restart_model;
 mod flash_revert;
 mod flash_tgtfailed;
 mod site;

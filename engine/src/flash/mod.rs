@@ -112,7 +112,7 @@ impl ImageFlash {
     /// Remove a relationship under the barrier; `persist` runs under it after the removal
     /// and, if it fails, the relationship is put back.
     pub fn remove_with<E>(&self, rel: &Arc<Relationship>, persist: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
-        let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
+        let _barrier = self.lock_pair(rel);
         let mut rels = self.rels.write().unwrap_or_else(|p| p.into_inner());
         let Some(at) = rels.iter().position(|r| Arc::ptr_eq(r, rel)) else { return Ok(()) };
         let removed = rels.remove(at);
@@ -132,16 +132,6 @@ impl ImageFlash {
             self.relationships().into_iter().find(|r| r.source.handle() == source && r.target.handle() == target)?;
         let _ = self.remove_with(&rel, || Ok::<(), ()>(()));
         Some(rel)
-    }
-
-    /// Run `f` on a relationship's state under the barrier of both its volumes (resync,
-    /// reverse, revert: bitmaps change between host writes).
-    pub fn with_barrier<T>(&self, rel: &Relationship, f: impl FnOnce(&mut relationship::RelState) -> T) -> T {
-        let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
-        let out = f(&mut rel.state());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.kick();
-        out
     }
 
     /// Establish: a new relationship whose target reads as the source does now (T0).
@@ -169,7 +159,7 @@ impl ImageFlash {
         full: bool,
         persist: impl FnOnce(&TrackBitmap) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
+        let _barrier = self.lock_pair(rel);
         let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
         let name = {
             let (s, t) = rel.ids();
@@ -271,7 +261,7 @@ impl ImageFlash {
     where
         E: From<crate::error::Error>,
     {
-        let _barrier = self.locks.lock(vec![Claim::whole(rel.source.handle()), Claim::whole(rel.target.handle())]);
+        let _barrier = self.lock_pair(rel);
         let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
         let bits = {
             let st = rel.state();

@@ -1,7 +1,7 @@
 //! LSS and LCU: `mklcu`, `lslcu`, `lslss`, `rmlcu`. FB LSSs exist implicitly (with their
 //! volumes); CKD LCUs are made explicitly.
 
-use super::{act, check_lss, confirmed, ids, image_of, print_report};
+use super::{act, check_lss, ids, image_of, print_report, remove_each};
 use crate::dscli::ids as idp;
 use crate::dscli::messages::{self, exit};
 use crate::dscli::report::{Report, dash};
@@ -165,17 +165,11 @@ pub fn rmlcu(s: &mut Session, inv: &Invocation) -> Res {
         let lcus = wanted.iter().map(|w| w.id).collect();
         return act(s, inv, Request::LcuRemove { image, lcus }, &objects);
     }
-    let mut last = exit::OK;
-    for w in wanted {
-        if confirmed(s, inv, vec![w.id.to_string()])?.is_empty() {
-            continue;
-        }
-        let code = act(s, inv, Request::LcuRemove { image: image.clone(), lcus: vec![w.id] }, &[w.id.to_string()])?;
-        if code != exit::OK {
-            last = code;
-        }
-    }
-    Ok(last)
+    let each = wanted
+        .iter()
+        .map(|w| (w.id.to_string(), Request::LcuRemove { image: image.clone(), lcus: vec![w.id] }))
+        .collect();
+    remove_each(s, inv, each)
 }
 
 #[cfg(test)]

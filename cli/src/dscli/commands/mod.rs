@@ -143,6 +143,22 @@ pub fn act(s: &mut Session, inv: &Invocation, req: flashtrack::control::Request,
     }
 }
 
+/// The rm verbs' loop: object by object in input order, ask (unless `-quiet`), then act;
+/// the exit code is the last failing object's (see the module docs).
+pub fn remove_each(s: &mut Session, inv: &Invocation, each: Vec<(String, flashtrack::control::Request)>) -> Res {
+    let mut last = exit::OK;
+    for (obj, req) in each {
+        if confirmed(s, inv, vec![obj.clone()])?.is_empty() {
+            continue;
+        }
+        let code = act(s, inv, req, &[obj])?;
+        if code != exit::OK {
+            last = code;
+        }
+    }
+    Ok(last)
+}
+
 /// Asks for each object unless `-quiet`; returns those confirmed, in order.
 pub fn confirmed(s: &mut Session, inv: &Invocation, objects: Vec<String>) -> Res<Vec<String>> {
     let verb = inv.verb.name;

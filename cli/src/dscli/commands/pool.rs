@@ -5,9 +5,8 @@
 //! filesystem or device in GiB; `%allocated` = provisioned / capacity, rounded (can exceed
 //! 100 with ese overcommit); `reserved` 0; `status` `below` (below the warning threshold).
 
-use super::{act, confirmed, ids, image_of, print_report};
+use super::{act, ids, image_of, print_report, remove_each};
 use crate::dscli::ids::{self as idp, Scoped};
-use crate::dscli::messages::exit;
 use crate::dscli::report::Report;
 use crate::dscli::session::{Res, Session};
 use crate::dscli::verb::Invocation;
@@ -128,18 +127,9 @@ pub fn rmextpool(s: &mut Session, inv: &Invocation) -> Res {
     let wanted = ids(s, inv, idp::pools(&inv.ids))?;
     let image = image_of(s, inv, &wanted)?;
     s.banner(inv, Some(&image))?;
-    let mut last = exit::OK;
-    for w in wanted {
-        let obj = w.id.to_string();
-        if confirmed(s, inv, vec![obj.clone()])?.is_empty() {
-            continue;
-        }
-        let code = act(s, inv, Request::PoolRemove { image: image.clone(), pool: w.id }, &[obj])?;
-        if code != exit::OK {
-            last = code;
-        }
-    }
-    Ok(last)
+    let each =
+        wanted.iter().map(|w| (w.id.to_string(), Request::PoolRemove { image: image.clone(), pool: w.id })).collect();
+    remove_each(s, inv, each)
 }
 
 #[cfg(test)]

@@ -120,30 +120,28 @@ impl Site {
         self.images().get(image).map(|i| i.flash().clone())
     }
 
-    /// One pass of background copying over every image: at most one run per relationship
-    /// that has copying to do; finished relationships (non-persistent COPY, `rmflash -cp`)
-    /// are withdrawn. Returns about how many tracks it copied (0: no work). The site lock is not held while
-    /// copying, so control requests and host I/O go on.
-    pub fn copy_pass(&self) -> u64 {
+    /// One pass of background copying over every image: up to `budget` tracks of each
+    /// relationship that has copying to do, through `worker` (one per copier thread);
+    /// finished relationships (non-persistent COPY, `rmflash -cp`) are withdrawn. Returns
+    /// how many tracks it reserved for copying (0: no work). The site lock is not held
+    /// while copying, so control requests and host I/O go on.
+    pub fn copy_pass(&self, worker: &mut crate::flash::copier::CopyWorker, budget: u32) -> u64 {
         let flashes: Vec<(ImageId, Arc<crate::flash::ImageFlash>)> =
             self.images().iter().map(|(id, i)| (id.clone(), i.flash().clone())).collect();
         let mut copied = 0u64;
         for (id, flash) in flashes {
             for rel in flash.relationships() {
-                let (active, cursor) = {
-                    let st = rel.state();
-                    (st.copy_active(), st.cursor)
-                };
-                if active {
-                    match flash.copy_next_run(&rel, crate::flash::copier::FROM_CURSOR) {
-                        Ok(Some(next)) => {
-                            copied +=
-                                u64::from(next.saturating_sub(cursor).clamp(1, crate::flash::copier::BATCH_TRACKS));
-                            if rel.state().target_bits.is_empty() {
+                if rel.state().copy_active() {
+                    match flash.copy_some(&rel, worker, crate::flash::copier::FROM_CURSOR, budget) {
+                        Ok((n, _)) => {
+                            copied += u64::from(n);
+                            if n > 0 && rel.state().target_bits.is_empty() {
                                 flash.kick(); // waiters (-wait) see the copy finish at once
+                                if let Err(e) = flash.settle(&rel) {
+                                    tracing::warn!("{id}: checkpoint of {}:{} failed: {e}", rel.ids().0, rel.ids().1);
+                                }
                             }
                         }
-                        Ok(None) => {}
                         Err(e) => tracing::error!("{id}: copy {}:{} failed: {e}", rel.ids().0, rel.ids().1),
                     }
                 }

@@ -12,6 +12,7 @@ pub mod log;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender, bounded};
+use flashtrack::flash::copier::{CopyWorker, RUN_TRACKS, STREAM_DEPTH};
 use flashtrack::site::Site;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub struct RunOptions {
     pub nbd_tcp: Option<std::net::SocketAddr>,
     /// Background copy limit in MiB/s (extension), None = as fast as the device allows.
     pub copy_rate_mib: Option<u64>,
+    /// Background copies between file backings use O_DIRECT descriptors (extension).
+    pub copy_direct: bool,
 }
 
 /// Why the daemon stops.
@@ -92,6 +95,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         }
         None => None,
     };
+    flashtrack::volume::set_copy_direct(opts.copy_direct);
+    if opts.copy_direct {
+        tracing::info!("background copies between file backings use O_DIRECT");
+    }
     let copier = Copier::start(site.clone(), opts.copy_rate_mib.map(|m| m << 20))?;
     if let Some(m) = opts.copy_rate_mib {
         tracing::info!("background copy limited to {m} MiB/s");
@@ -165,9 +172,17 @@ pub fn default_home() -> PathBuf {
 /// How often FlashCopy bitmaps are checkpointed while running.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Copier threads: each takes its own batch of runs (reserved through the relationship's
-/// cursor), so two keep the device busy while one waits for its batch to complete.
-const COPIERS: usize = 4;
+/// Copier threads: one per CPU (at least two), each with its own io_uring copy stream of
+/// `STREAM_DEPTH` runs in flight, reserving runs through the relationship's shared cursor.
+/// The pread/pwrite backend gets its parallelism from threads alone, so it runs four.
+fn copiers(site: &Site) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    if site.io().kind() == flashtrack::io::IoKind::Uring { cpus.clamp(2, 8) } else { 4 }
+}
+
+/// Tracks one copier pass takes per relationship before looking at the others again (and
+/// at the rate limit): 64 MiB.
+const PASS_TRACKS: u32 = 1024;
 
 /// The background copier threads: copy passes while there is work, then sleep until kicked.
 struct Copier {
@@ -181,18 +196,24 @@ impl Copier {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut threads = Vec::new();
         // The rate limit is shared out between the threads.
-        let rate = rate.map(|r| (r / COPIERS as u64).max(1));
-        for n in 0..COPIERS {
+        let n_threads = copiers(&site);
+        let rate = rate.map(|r| (r / n_threads as u64).max(1));
+        // A rate-limited pass takes about a tenth of a second's worth.
+        let budget = rate.map_or(PASS_TRACKS, |r| {
+            (r / 10 / flashtrack::geometry::TRACK_BYTES).clamp(u64::from(RUN_TRACKS), u64::from(PASS_TRACKS)) as u32
+        });
+        for n in 0..n_threads {
             let flag = stop.clone();
             let site = site.clone();
             let thread = std::thread::Builder::new().name(format!("copier-{n}")).spawn(move || {
                 let mut last_checkpoint = std::time::Instant::now();
+                let mut worker = CopyWorker::new(STREAM_DEPTH);
                 // Copy rate limit (extension): bytes copied since `window` began may not run
                 // ahead of rate x elapsed; the copier sleeps off any lead.
                 let mut window = (std::time::Instant::now(), 0u64);
                 while !flag.load(Ordering::SeqCst) {
                     let seen = flashtrack::flash::work_count();
-                    let tracks = site.copy_pass();
+                    let tracks = site.copy_pass(&mut worker, budget);
                     if tracks == 0 {
                         site.wait_copy_work(seen, std::time::Duration::from_millis(500));
                         window = (std::time::Instant::now(), 0);

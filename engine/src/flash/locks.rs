@@ -84,6 +84,19 @@ impl RangeLocks {
         }
     }
 
+    /// Hold `claims` if that needs no waiting (same rules as [`RangeLocks::lock`]), else None.
+    pub fn try_lock(&self, claims: Vec<Claim>) -> Option<LockGuard<'_>> {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut t = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let busy = claims.iter().any(|c| t.held.iter().any(|(_, h)| h.overlaps(c)))
+            || claims.iter().any(|c| t.barriers.iter().any(|&(_, v)| v == c.volume));
+        if busy {
+            return None;
+        }
+        t.held.extend(claims.into_iter().filter(|c| c.tracks.start < c.tracks.end).map(|c| (id, c)));
+        Some(LockGuard { table: self, id })
+    }
+
     /// Claims held now (tests, diagnostics).
     pub fn held(&self) -> usize {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).held.len()

@@ -167,16 +167,7 @@ impl ImageFlash {
         };
         let snapshot =
             |st: &relationship::RelState| [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()];
-        if let (Some(store), Some(c)) = (self.store(), &rel.copied) {
-            let token = c.begin_epoch()?;
-            let (g, bits) = {
-                let st = rel.state();
-                (st.generation + 1, snapshot(&st))
-            };
-            crate::bitmap::checkpoint::store(&store.dir, &name, g, &bits)?;
-            rel.state().generation = g;
-            c.end_epoch(token)?;
-        }
+        self.fold_copied(rel, &name)?;
         let (next, old) = {
             let mut st = rel.state();
             let next = if full {
@@ -230,6 +221,36 @@ impl ImageFlash {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.kick();
         Ok(count)
+    }
+
+    /// Fold `rel`'s copied set into a durable checkpoint and clear it, unless it is clear
+    /// already. A resync needs it clear before it stores its new bitmaps (a stale copied bit
+    /// would otherwise subtract a track of the new increment at recovery). The caller holds
+    /// the checkpoint lock.
+    fn fold_copied(&self, rel: &Relationship, name: &str) -> crate::error::Result<()> {
+        let (Some(store), Some(c)) = (self.store(), &rel.copied) else { return Ok(()) };
+        if c.is_clear() {
+            return Ok(());
+        }
+        let token = c.begin_epoch()?;
+        let (g, bits) = {
+            let st = rel.state();
+            (st.generation + 1, [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()])
+        };
+        crate::bitmap::checkpoint::store(&store.dir, name, g, &bits)?;
+        rel.state().generation = g;
+        c.end_epoch(token)
+    }
+
+    /// A copy just finished: fold its copied set now, off the path of the next resync (which
+    /// then has two fewer syncs to make before it answers).
+    pub fn settle(&self, rel: &Relationship) -> crate::error::Result<()> {
+        let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if rel.state().withdrawn {
+            return Ok(());
+        }
+        let (s, t) = rel.ids();
+        self.fold_copied(rel, &persist::pair_name(s, t))
     }
 
     /// The barrier of a relationship's two volumes.

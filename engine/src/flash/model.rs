@@ -185,9 +185,9 @@ impl World {
                 let m = &mut self.rels[i];
                 self.flash.copy_next_run(&m.engine, 0).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 // From track 0: runs of adjacent uncopied tracks (at most RUN_TRACKS each),
-                // up to BATCH_RUNS runs or BATCH_TRACKS tracks.
-                let (mut runs, mut tracks, mut at) = (0, 0, 0u32);
-                while runs < super::copier::BATCH_RUNS && tracks < super::copier::BATCH_TRACKS {
+                // until at least BATCH_TRACKS tracks are taken.
+                let (mut tracks, mut at) = (0, 0u32);
+                while tracks < super::copier::BATCH_TRACKS {
                     let Some(&first) = m.bits.range(at..).next() else { break };
                     let mut t = first;
                     while m.bits.remove(&t) {
@@ -196,7 +196,6 @@ impl World {
                             break;
                         }
                     }
-                    runs += 1;
                     tracks += t - first;
                     at = t;
                 }

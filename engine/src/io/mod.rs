@@ -15,6 +15,7 @@ pub mod buffer;
 pub(crate) mod conformance;
 pub mod fault;
 pub mod probe;
+pub mod stream;
 pub mod sync;
 pub mod uring;
 
@@ -53,6 +54,13 @@ pub trait IoEngine: Send + Sync + fmt::Debug {
     fn punch_hole(&self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()>;
     /// Zero `[offset, offset+len)` keeping it allocated.
     fn zero_range(&self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()>;
+
+    /// Whether copies between descriptors of this engine may bypass it on a
+    /// [`stream::CopyStream`] (its own io_uring). False for engines that must see every I/O
+    /// (the pread/pwrite backend by choice, the fault injector of the tests).
+    fn streams_copies(&self) -> bool {
+        false
+    }
 
     /// Run several operations and return one result per op (bytes transferred), in order.
     /// Ops may run concurrently and in any order, except the read and write inside one

@@ -408,6 +408,10 @@ fn op_entries(op: &Op<'_>) -> usize {
 }
 
 impl IoEngine for UringEngine {
+    fn streams_copies(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> IoKind {
         IoKind::Uring
     }

@@ -15,9 +15,11 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Bytes moved per bounce-buffer round trip on a device.
@@ -280,8 +282,17 @@ fn unescape(s: &str) -> String {
 
 #[derive(Debug)]
 enum Place {
-    File { path: PathBuf, file: File },
-    Device { dev: Arc<DeviceHandle>, base: u64 },
+    /// `direct`: a second descriptor opened `O_DIRECT` on first use by the copier when
+    /// [`set_copy_direct`] is on (None if the file system refuses O_DIRECT).
+    File {
+        path: PathBuf,
+        file: File,
+        direct: OnceLock<Option<File>>,
+    },
+    Device {
+        dev: Arc<DeviceHandle>,
+        base: u64,
+    },
 }
 
 /// One volume's storage. Offsets on the data path are volume-relative and bounds-checked.
@@ -326,7 +337,10 @@ impl Backing {
             }
             return Err(Error::io(&shown, &e));
         }
-        Ok(Backing { place: Place::File { path: path.to_path_buf(), file }, len: AtomicU64::new(len) })
+        Ok(Backing {
+            place: Place::File { path: path.to_path_buf(), file, direct: OnceLock::new() },
+            len: AtomicU64::new(len),
+        })
     }
 
     /// Open an existing volume file; its length must be `len` (else Corrupt).
@@ -345,7 +359,10 @@ impl Backing {
                 format!("file is {} bytes, expected {len}", meta.len()),
             ));
         }
-        Ok(Backing { place: Place::File { path: path.to_path_buf(), file }, len: AtomicU64::new(len) })
+        Ok(Backing {
+            place: Place::File { path: path.to_path_buf(), file, direct: OnceLock::new() },
+            len: AtomicU64::new(len),
+        })
     }
 
     /// The region `[base, base+len)` of an opened device; `base` must be block-aligned.
@@ -369,7 +386,7 @@ impl Backing {
             return Err(Error::new(ErrorKind::ShrinkNotAllowed, self.describe(), format!("{new_len} < {len}")));
         }
         match &self.place {
-            Place::File { path, file } => {
+            Place::File { path, file, .. } => {
                 let grown = (|| {
                     if standard {
                         allocate(file, new_len)?;
@@ -470,6 +487,38 @@ impl Backing {
         }
     }
 
+    /// The descriptor and absolute offset a copy stream may use for `[offset, offset+len)`
+    /// with a 4 KiB-aligned buffer, or None when the range needs [`Backing::read`] /
+    /// [`Backing::write`] (a device range that is not block-aligned). File backings give the
+    /// `O_DIRECT` descriptor for aligned ranges when [`set_copy_direct`] is on.
+    pub fn stream_fd(&self, offset: u64, len: u64) -> Option<(RawFd, u64)> {
+        self.check(offset, len).ok()?;
+        match &self.place {
+            Place::File { path, file, direct } => {
+                let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64) && len.is_multiple_of(DIRECT_ALIGN as u64);
+                if aligned && COPY_DIRECT.load(Ordering::Relaxed) {
+                    let d = direct.get_or_init(|| {
+                        match OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path) {
+                            Ok(f) => Some(f),
+                            Err(e) => {
+                                tracing::warn!("{}: no O_DIRECT copies ({e}); copying buffered", path.display());
+                                None
+                            }
+                        }
+                    });
+                    if let Some(d) = d {
+                        return Some((d.as_raw_fd(), offset));
+                    }
+                }
+                Some((file.as_raw_fd(), offset))
+            }
+            Place::Device { dev, base } => {
+                let abs = base + offset;
+                (abs.is_multiple_of(dev.bs()) && len.is_multiple_of(dev.bs())).then(|| (dev.file.as_raw_fd(), abs))
+            }
+        }
+    }
+
     /// Whether `[offset, offset+len)` of a file backing is one hole (reads zero, holds no
     /// blocks). Devices and errors say no: the caller then copies, which is always right.
     pub fn is_hole(&self, offset: u64, len: u64) -> bool {
@@ -507,6 +556,17 @@ impl Backing {
             Place::Device { dev, base } => dev.zero_at(io, base + offset, len, false),
         }
     }
+}
+
+/// Copies between file backings go through `O_DIRECT` descriptors (`flashd run
+/// --copy-direct`, an extension): the copier then reads and writes the device, not the page
+/// cache. Host I/O stays buffered; Linux keeps the two coherent (a direct read writes back
+/// dirty cached pages of its range first, a direct write invalidates them).
+static COPY_DIRECT: AtomicBool = AtomicBool::new(false);
+
+/// Turn `O_DIRECT` copies between file backings on or off (process-wide).
+pub fn set_copy_direct(on: bool) {
+    COPY_DIRECT.store(on, Ordering::Relaxed);
 }
 
 /// Allocate `[0, len)` of `file` (and extend it to `len`), writing zeros where the file

@@ -11,7 +11,7 @@
 
 pub mod backing;
 
-pub use backing::{Backing, DeviceHandle};
+pub use backing::{Backing, DeviceHandle, set_copy_direct};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::geometry::{CKD_TRACK_BYTES, Geometry, TRACK_BYTES};
@@ -198,6 +198,21 @@ impl Volume {
             r?;
         }
         Ok(())
+    }
+
+    /// See [`Backing::stream_fd`] (the copier's stream bypasses the engine).
+    pub(crate) fn stream_fd(&self, offset: u64, len: u64) -> Option<(std::os::fd::RawFd, u64)> {
+        self.backing.stream_fd(offset, len)
+    }
+
+    /// Whether `[offset, offset+len)` is a hole of a sparse file (the copier punches it).
+    pub(crate) fn is_hole(&self, offset: u64, len: u64) -> bool {
+        self.backing.is_hole(offset, len)
+    }
+
+    /// Deallocate `[offset, offset+len)` below the host rules (the copier's hole copy).
+    pub(crate) fn punch(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.backing.punch(&*self.io, offset, len)
     }
 
     /// Register a host session; it ends when the guard drops.

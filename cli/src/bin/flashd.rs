@@ -35,7 +35,7 @@ enum Cmd {
         copy_rate: Option<u64>,
         /// Copy between file-backed volumes with O_DIRECT (an extension): the background
         /// copy reads and writes the disk, not the page cache. Host I/O stays buffered.
-        #[arg(long, env = "FLASHTRACK_COPY_DIRECT")]
+        #[arg(long, env = "FLASHTRACK_COPY_DIRECT", value_parser = clap::builder::FalseyValueParser::new())]
         copy_direct: bool,
         /// Start a new session (setsid): no controlling terminal, no terminal signals.
         /// dscli uses this when it starts flashd in the background.

@@ -44,7 +44,26 @@ fn point_in_time_and_incremental_resync_over_nbd() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
-    let d = Daemon::start(home.path());
+    scenario(Daemon::start(home.path()));
+}
+
+/// The same with `flashd run --copy-direct`: the copier reads and writes the backing files
+/// through O_DIRECT descriptors while host I/O stays buffered.
+#[test]
+fn point_in_time_and_incremental_resync_with_direct_copies() {
+    if !have("qemu-io", "point_in_time_and_incremental_resync_with_direct_copies") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    scenario(Daemon::start_env(home.path(), &[("FLASHTRACK_COPY_DIRECT", "1")]));
+    let log = std::fs::read_to_string(home.path().join("flashd.log")).unwrap();
+    assert!(log.contains("use O_DIRECT"), "flashd did not turn O_DIRECT copies on: {log}");
+    if log.contains("no O_DIRECT copies") {
+        eprintln!("note: this file system refused O_DIRECT; the copies above ran buffered");
+    }
+}
+
+fn scenario(d: Daemon) {
     let img: ImageId = "IBM.2107-75FA120".parse().unwrap();
     d.ok(Request::ImageCreate { id: img.clone() });
     // 64 MiB volumes = 1024 tracks.

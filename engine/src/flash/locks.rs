@@ -50,6 +50,8 @@ struct Table {
     /// Barriers waiting for their volumes to drain, by operation ID: later claims on those
     /// volumes queue behind them, so a steady stream of host I/O cannot starve a resync.
     barriers: Vec<(u64, VolumeHandle)>,
+    /// Threads waiting in `lock`: a release wakes nobody (no system call) when there are none.
+    waiters: usize,
 }
 
 /// Held claims; released on drop.
@@ -80,7 +82,9 @@ impl RangeLocks {
                 t.held.extend(claims.into_iter().filter(|c| c.tracks.start < c.tracks.end).map(|c| (id, c)));
                 return LockGuard { table: self, id };
             }
+            t.waiters += 1;
             t = self.released.wait(t).unwrap_or_else(|p| p.into_inner());
+            t.waiters -= 1;
         }
     }
 
@@ -107,8 +111,11 @@ impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         let mut t = self.table.held.lock().unwrap_or_else(|p| p.into_inner());
         t.held.retain(|(id, _)| *id != self.id);
+        let wake = t.waiters > 0;
         drop(t);
-        self.table.released.notify_all();
+        if wake {
+            self.table.released.notify_all();
+        }
     }
 }
 

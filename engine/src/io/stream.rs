@@ -25,6 +25,9 @@ use std::os::fd::RawFd;
 /// Bytes per buffer: one copier run (16 tracks of 64 KiB).
 pub const SLOT_BYTES: usize = 1 << 20;
 
+/// Jobs pushed before the SQ is handed to the kernel.
+const SUBMIT_GROUP: usize = 4;
+
 /// One copy job: `len` bytes from `src` at `src_offset` to `dst` at `dst_offset`.
 pub struct CopyJob {
     /// Returned with the completion.
@@ -66,6 +69,8 @@ pub struct CopyStream {
     slots: Vec<Option<Pending>>,
     free: Vec<usize>,
     fixed: bool,
+    /// Jobs pushed to the SQ but not yet handed to the kernel.
+    queued: usize,
 }
 
 impl std::fmt::Debug for CopyStream {
@@ -109,6 +114,7 @@ impl CopyStream {
             slots: (0..depth).map(|_| None).collect(),
             free: (0..depth).rev().collect(),
             fixed,
+            queued: 0,
         })
     }
 
@@ -170,7 +176,12 @@ impl CopyStream {
             // consume it.
             self.enter(0)?;
         }
-        self.enter(0)?;
+        // Entries go to the kernel in groups (one system call for several pairs), and at
+        // the latest when the caller reaps.
+        self.queued += 1;
+        if self.queued >= SUBMIT_GROUP {
+            self.enter(0)?;
+        }
         Ok(())
     }
 
@@ -178,7 +189,10 @@ impl CopyStream {
     fn enter(&mut self, want: usize) -> io::Result<()> {
         loop {
             match self.ring.submit_and_wait(want) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.queued = 0;
+                    return Ok(());
+                }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
                     if want == 0 {
                         return Ok(());
@@ -194,6 +208,10 @@ impl CopyStream {
     pub fn reap(&mut self, min: usize, out: &mut Vec<(u64, io::Result<()>)>) {
         let min = min.min(self.in_flight());
         let mut got = 0;
+        if self.queued > 0 {
+            // On failure, the enter below submits them as well (or aborts).
+            let _ = self.enter(0);
+        }
         loop {
             let mut done = Vec::new();
             for cqe in self.ring.completion() {

@@ -213,6 +213,9 @@ impl Site {
         if let Request::FlashWait { image, pairs, timeout_ms } = req {
             return self.flash_wait(&image, &pairs, timeout_ms);
         }
+        if let Request::FlashReverse { image, pairs, fast: true, .. } = &req {
+            self.reverse_precopy(image, pairs);
+        }
         let mut images = self.images();
         macro_rules! img {
             ($id:expr) => {
@@ -331,6 +334,27 @@ pub fn now() -> i64 {
 impl Site {
     /// `-wait`: poll the pairs' state (briefly under the site lock) until none copies any
     /// more or the timeout passes, sleeping on the copier's progress signal in between.
+    /// `reverseflash -fast` before the background copy finished: the reversed pair needs
+    /// the old target to hold its own data, so the rest of the copy is done first, here,
+    /// without the site lock (control requests and the copier go on). The locked reverse
+    /// then re-checks everything and copies only what host writes left uncopied meanwhile.
+    /// Only relationships the reverse could accept (recording, Valid) are copied.
+    fn reverse_precopy(&self, image: &ImageId, pairs: &[(crate::id::VolumeId, crate::id::VolumeId)]) {
+        let Some(flash) = self.flash_of(image) else { return };
+        for rel in flash.relationships() {
+            let eligible = {
+                let st = rel.state();
+                st.record.options.record && st.record.state == crate::flash::relationship::FlashState::Valid
+            };
+            if eligible
+                && pairs.contains(&rel.ids())
+                && let Err(e) = flash.copy_all(&rel)
+            {
+                tracing::warn!("{image}: copy before reversing {}:{} failed: {e}", rel.ids().0, rel.ids().1);
+            }
+        }
+    }
+
     fn flash_wait(
         &self,
         image: &ImageId,

@@ -117,3 +117,37 @@ fn commit_keeps_the_new_data() {
     assert!(read(&t, &img, 0x1001) == read(&t, &img, 0x1000));
     write(&t, &img, 0x1000, 2, 6).unwrap();
 }
+
+/// `reverseflash -fast` before the background copy finished: the source gets back exactly
+/// the target's image (T0 plus the target's own writes), and both volumes stay readable.
+#[test]
+fn fast_reverse_before_the_copy_finished_restores_the_target_image() {
+    let t = TestSite::new();
+    let img = image(&t);
+    for tr in 0..T {
+        write(&t, &img, 0x1000, tr, 1).unwrap();
+    }
+    let pair = vec![(VolumeId(0x1000), VolumeId(0x1001))];
+    let options = FlashOptions { record: true, persist: true, ..FlashOptions::default() };
+    items_ok(t.ok(Request::FlashCreate { image: img.clone(), pairs: pair.clone(), options: options.clone() }));
+    // No copier runs here: every track but the ones below stays uncopied.
+    write(&t, &img, 0x1000, 2, 7).unwrap(); // copy-on-write of track 2
+    write(&t, &img, 0x1001, 6, 8).unwrap(); // a target write (fills track 6 first)
+    let mut image_t = read(&t, &img, 0x1001);
+    assert!(image_t[..2 * TRACK_BYTES as usize].iter().all(|&b| b == 1));
+    assert!(image_t[6 * TRACK_BYTES as usize..7 * TRACK_BYTES as usize].iter().all(|&b| b == 8));
+    items_ok(t.ok(Request::FlashReverse {
+        image: img.clone(),
+        pairs: pair.clone(),
+        options: options.clone(),
+        fast: true,
+        seqnum: None,
+    }));
+    copy_all(&t, &img);
+    assert!(read(&t, &img, 0x1000) == image_t, "the source now holds the target's image");
+    image_t = read(&t, &img, 0x1001);
+    assert!(read(&t, &img, 0x1000) == image_t, "and the old target still reads it too");
+    let f = t.site().flash_of(&img).unwrap();
+    let ids: Vec<_> = f.relationships().iter().map(|r| r.ids()).collect();
+    assert_eq!(ids, vec![(VolumeId(0x1001), VolumeId(0x1000))], "the pair now runs target -> source");
+}

@@ -121,7 +121,7 @@ pub static VERBS: &[Verb] = &[
     },
     Verb {
         name: "mkfbvol",
-        summary: "Creates fixed-block volumes. #h / #d in -name become the volume ID in hex / decimal.",
+        summary: "Creates fixed-block volumes. #h / #d in -name become the volume ID in hex / decimal; -volgrp adds them to a volume group.",
         flags: &[
             req("-extpool", Kind::Value("extentpool_ID")),
             req("-cap", Kind::Value("capacity")),

@@ -279,7 +279,13 @@ impl Image {
             nbdport: spec.nbdport,
         };
         let mut next = self.record.clone();
-        Self::check_host(&next, &rec)?;
+        // The ID does not exist until this succeeds: a refusal names the host by its name.
+        Self::check_host(&next, &rec).map_err(|mut e| {
+            if e.object == id.to_string() {
+                e.object = rec.name.clone();
+            }
+            e
+        })?;
         next.hosts.insert(id, rec);
         self.commit(next)?;
         Ok(id)

@@ -221,17 +221,34 @@ pub struct HostSpec {
     pub nbdport: Option<u16>,
 }
 
-/// `chhostconnect`: what to change (None = keep). `volgrp: Some(None)` unassigns the group,
-/// `nbdport: Some(None)` moves the endpoint back to its Unix socket.
+/// A value a change can set or clear (`Option<Option<T>>` would not survive JSON: its
+/// `Some(None)` comes back as `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Assign<T> {
+    Set(T),
+    Clear,
+}
+
+impl<T> Assign<T> {
+    pub fn into_option(self) -> Option<T> {
+        match self {
+            Assign::Set(v) => Some(v),
+            Assign::Clear => None,
+        }
+    }
+}
+
+/// `chhostconnect`: what to change (None = keep). `volgrp: Some(Clear)` unassigns the
+/// group, `nbdport: Some(Clear)` moves the endpoint back to its Unix socket.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HostChange {
     pub name: Option<String>,
     pub wwpn: Option<String>,
     pub hosttype: Option<String>,
     pub portgrp: Option<u8>,
-    pub volgrp: Option<Option<VolGrpId>>,
+    pub volgrp: Option<Assign<VolGrpId>>,
     pub ioports: Option<Vec<String>>,
-    pub nbdport: Option<Option<u16>>,
+    pub nbdport: Option<Assign<u16>>,
 }
 
 /// One host connection as `lshostconnect` / `showhostconnect` show it.

@@ -13,7 +13,7 @@
 //! closed (at most the revoke grace), so they see ESHUTDOWN rather than a cut connection.
 
 use super::export::VolumeExport;
-use flashtrack::control::Request;
+use flashtrack::control::{Assign, Request};
 use flashtrack::error::{Error, ErrorKind};
 use flashtrack::id::{HostId, ImageId, VolumeKey};
 use flashtrack::image::hosts::{Endpoint, HOSTS_DIR};
@@ -67,7 +67,10 @@ impl HostEndpoints {
     pub fn precheck(&self, req: &Request) -> Option<Error> {
         let (image, host, port) = match req {
             Request::HostCreate { image, spec } => (image, None, spec.nbdport?),
-            Request::HostChange { image, host, change } => (image, Some(*host), change.nbdport??),
+            Request::HostChange { image, host, change } => match change.nbdport? {
+                Assign::Set(p) => (image, Some(*host), p),
+                Assign::Clear => return None,
+            },
             _ => return None,
         };
         let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));

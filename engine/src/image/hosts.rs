@@ -306,7 +306,7 @@ impl Image {
             h.portgrp = p;
         }
         if let Some(g) = c.volgrp {
-            h.volgrp = g;
+            h.volgrp = g.into_option();
         }
         if let Some(mut p) = c.ioports {
             p.sort();
@@ -314,7 +314,7 @@ impl Image {
             h.ioports = p;
         }
         if let Some(p) = c.nbdport {
-            h.nbdport = p;
+            h.nbdport = p.into_option();
         }
         let mut next = self.record.clone();
         Self::check_host(&next, &h)?;

@@ -3,7 +3,7 @@
 //! ended when access goes, `-tgtoffline`, restarts, and catalogs older than host attachment.
 
 use crate::fixture::{TestSite, fb, items_ok};
-use flashtrack::control::{HostChange, HostSpec, Reply, Request, VolGrpAction, Withdraw};
+use flashtrack::control::{Assign, HostChange, HostSpec, Reply, Request, VolGrpAction, Withdraw};
 use flashtrack::error::ErrorKind;
 use flashtrack::flash::relationship::FlashOptions;
 use flashtrack::id::{HostId, ImageId, VolGrpId, VolumeId, VolumeKey};
@@ -80,7 +80,7 @@ fn rules_refuse_and_change_nothing() {
         assert_eq!(t.err(mkhost(&img, s)), ErrorKind::InvalidArgument);
         let change = |c: HostChange| Request::HostChange { image: img.clone(), host: HostId(0), change: c };
         assert_eq!(
-            t.err(change(HostChange { volgrp: Some(Some(VolGrpId(9))), ..Default::default() })),
+            t.err(change(HostChange { volgrp: Some(Assign::Set(VolGrpId(9))), ..Default::default() })),
             ErrorKind::VolGrpNotFound
         );
         assert_eq!(
@@ -148,11 +148,11 @@ fn a_host_reaches_only_its_group_and_loses_what_leaves_it() {
     assert!(s1001.is_revoked());
     let (_g3, _f3, s1002) = site.open_host_via(&img, HostId(0), &key(&img, 0x1002)).unwrap();
     // chhostconnect -volgrp none ends it; so would rmvolgrp and rmhostconnect.
-    let none = HostChange { volgrp: Some(None), ..Default::default() };
+    let none = HostChange { volgrp: Some(Assign::Clear), ..Default::default() };
     items_ok(t.ok(Request::HostChange { image: img.clone(), host: HostId(0), change: none }));
     assert!(s1002.is_revoked());
     assert!(names(0).is_empty());
-    let back = HostChange { volgrp: Some(Some(VolGrpId(0))), ..Default::default() };
+    let back = HostChange { volgrp: Some(Assign::Set(VolGrpId(0))), ..Default::default() };
     items_ok(t.ok(Request::HostChange { image: img.clone(), host: HostId(0), change: back }));
     let (_g4, _f4, s) = site.open_host_via(&img, HostId(0), &key(&img, 0x1002)).unwrap();
     items_ok(t.ok(Request::VolGrpRemove { image: img.clone(), volgrp: VolGrpId(0) }));
@@ -160,7 +160,7 @@ fn a_host_reaches_only_its_group_and_loses_what_leaves_it() {
     let Reply::Hosts(h) = t.ok(Request::HostList { image: img.clone() }) else { panic!() };
     assert_eq!(h[0].record.volgrp, None, "the host connection stays, without a group");
     items_ok(t.ok(mkvolgrp(&img, "g", &[0x1003])));
-    let again = HostChange { volgrp: Some(Some(VolGrpId(0))), ..Default::default() };
+    let again = HostChange { volgrp: Some(Assign::Set(VolGrpId(0))), ..Default::default() };
     items_ok(t.ok(Request::HostChange { image: img.clone(), host: HostId(0), change: again }));
     let (_g5, _f5, s) = site.open_host_via(&img, HostId(0), &key(&img, 0x1003)).unwrap();
     items_ok(t.ok(Request::HostRemove { image: img.clone(), host: HostId(0) }));

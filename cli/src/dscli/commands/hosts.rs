@@ -17,7 +17,7 @@ use crate::dscli::messages::{self, exit};
 use crate::dscli::report::{Report, dash};
 use crate::dscli::session::{Res, Session};
 use crate::dscli::verb::Invocation;
-use flashtrack::control::{HostChange, HostSpec, HostView, Reply, Request, VolGrpAction};
+use flashtrack::control::{Assign, HostChange, HostSpec, HostView, Reply, Request, VolGrpAction};
 use flashtrack::id::{ImageId, VolGrpId, VolumeId};
 use flashtrack::image::record::{VolGrpRecord, VolGrpType};
 
@@ -377,9 +377,9 @@ pub fn chhostconnect(s: &mut Session, inv: &Invocation) -> Res {
         wwpn: wwpn_flag(s, inv)?,
         hosttype: inv.flag("-hosttype").map(host_type),
         portgrp: number::<u8>(s, inv, "-portgrp", "a number 0-255 expected")?,
-        volgrp: volgrp.as_ref().map(|g| g.as_ref().map(|g| g.id)),
+        volgrp: volgrp.as_ref().map(|g| g.as_ref().map_or(Assign::Clear, |g| Assign::Set(g.id))),
         ioports: ioport_flag(s, inv)?,
-        nbdport: port_flag(s, inv, true)?,
+        nbdport: port_flag(s, inv, true)?.map(|p| p.map_or(Assign::Clear, Assign::Set)),
     };
     let mut scoped = all_images(&wanted);
     if let Some(Some(g)) = &volgrp {

@@ -132,6 +132,29 @@ impl HostEndpoints {
         Ok(Running { endpoint: endpoint.clone(), handle, live })
     }
 
+    /// At start: remove sockets in `HOME/hosts` that no host connection owns any more (an
+    /// image removed while flashd was down, a crash). Only sockets: anything else is left.
+    pub fn remove_stale_sockets(&self) {
+        use std::os::unix::fs::FileTypeExt;
+        let want: Vec<PathBuf> = self
+            .site
+            .host_endpoints()
+            .into_iter()
+            .filter_map(|(_, _, e)| match e {
+                Endpoint::Unix(p) => Some(p),
+                Endpoint::Tcp(_) => None,
+            })
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.home.join(HOSTS_DIR)) else { return };
+        for e in entries.flatten() {
+            let socket = e.file_type().is_ok_and(|t| t.is_socket());
+            if socket && !want.contains(&e.path()) {
+                tracing::info!("removing stale host connection socket {}", e.path().display());
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Shutdown: every endpoint stops, its connections close.
     pub fn stop_all(&self) {
         for (_, r) in self.running().drain() {

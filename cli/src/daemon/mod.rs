@@ -96,6 +96,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     };
     // Host connections' own endpoints, as the catalogs say.
     let hosts = Arc::new(hosts::HostEndpoints::new(site.clone(), opts.home.clone()));
+    hosts.remove_stale_sockets();
     hosts.reconcile();
     let copier = Copier::start(site.clone(), opts.copy_rate_mib.map(|m| m << 20))?;
     if let Some(m) = opts.copy_rate_mib {

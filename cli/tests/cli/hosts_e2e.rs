@@ -115,7 +115,9 @@ fn a_host_connection_lists_and_opens_only_its_group() {
     let taken = held.local_addr().unwrap().port();
     let Response::Err(e) = d.client().call(host(0x12, None, Some(taken))).unwrap() else { panic!() };
     assert_eq!(e.kind, ErrorKind::HostPortInUse);
-    // Moving the endpoint back to its socket (chhostconnect -nbdport none) closes the port.
+    // Moving the endpoint back to its socket (chhostconnect -nbdport none) closes the port
+    // and ends the sessions it had.
+    let mut on_tcp = Client::connect(&tcp, &export(0x1000)).unwrap();
     let change = HostChange { nbdport: Some(Assign::Clear), ..Default::default() };
     all_ok(d.ok(Request::HostChange { image: img(), host: HostId(1), change }));
     let still = client::list(&tcp);
@@ -125,6 +127,15 @@ fn a_host_connection_lists_and_opens_only_its_group() {
         std::fs::read_to_string(d.home.join("flashd.log")).unwrap_or_default()
     );
     assert!(host_sock(&d, 1).exists());
+    let mut buf = [0u8; 512];
+    let err = on_tcp.read(0, &mut buf).unwrap_err();
+    let ended = [
+        Some(eshutdown()),
+        Some(rustix::io::Errno::PIPE.raw_os_error()),
+        Some(rustix::io::Errno::CONNRESET.raw_os_error()),
+        None,
+    ];
+    assert!(ended.contains(&err.raw_os_error()), "{err}");
     assert_eq!(d.stop(), Some(0));
 }
 
@@ -286,7 +297,11 @@ fn a_restart_keeps_hosts_groups_and_endpoints() {
     all_ok(d.ok(host(0x11, Some(0), Some(port))));
     assert_eq!(d.stop(), Some(0));
     assert!(!host_sock_at(home.path(), 0).exists(), "shutdown left the socket");
+    // A socket no host connection owns (left by a crash) goes at start.
+    let stale = host_sock_at(home.path(), 7);
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     let d = Daemon::start(home.path());
+    assert!(!stale.exists(), "a stale host socket survived the start");
     let Reply::Hosts(h) = d.ok(Request::HostList { image: img() }) else { panic!() };
     assert_eq!(h.len(), 2);
     let want = [export(0x1000), export(0x1001)];

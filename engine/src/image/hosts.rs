@@ -316,10 +316,16 @@ impl Image {
         if let Some(p) = c.nbdport {
             h.nbdport = p.into_option();
         }
+        let moved = self.record.hosts.get(&id).is_some_and(|old| old.nbdport != h.nbdport);
         let mut next = self.record.clone();
         Self::check_host(&next, &h)?;
         next.hosts.insert(id, h);
-        self.commit_access(next)
+        self.commit_access(next)?;
+        if moved {
+            // The old endpoint stops: its sessions hear ESHUTDOWN first, then the close.
+            self.host_sessions.revoke_where(|h, _| h == id);
+        }
+        Ok(())
     }
 
     fn remove_host(&mut self, id: HostId) -> Result<()> {

@@ -83,14 +83,15 @@ impl HostSession {
         Ok(guard)
     }
 
-    /// The server's way to close this session's connection (kept until revoked).
-    pub fn attach_disconnect(&self, f: Disconnect) {
-        if self.is_revoked() {
-            // Revoked between the handshake and here: nothing to wait for.
-            f();
-            return;
-        }
+    /// The server's way to close this session's connection (kept until revoked). The
+    /// server attaches it after the client already has its GO reply, so a revoke may come
+    /// first: then the close is scheduled from here, with the same grace (stored before the
+    /// flag is read, so one of the two always closes; closing twice is harmless).
+    pub fn attach_disconnect(self: &Arc<Self>, f: Disconnect) {
         *self.disconnect.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+        if self.is_revoked() {
+            self.close_after_grace();
+        }
     }
 
     fn revoke(self: &Arc<Self>) {
@@ -98,6 +99,10 @@ impl HostSession {
             return;
         }
         tracing::info!("host connection {}: session on volume {} revoked", self.host, self.volume);
+        self.close_after_grace();
+    }
+
+    fn close_after_grace(self: &Arc<Self>) {
         let me = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("nbd-revoke".into()).spawn(move || {
             std::thread::sleep(REVOKE_GRACE);
@@ -217,5 +222,21 @@ mod tests {
         assert_eq!(all.of_host(HostId(0)), 0);
         drop(other);
         assert_eq!(all.on_volume(VolumeId(0x1000)), 1);
+    }
+
+    #[test]
+    fn a_revoke_before_the_server_attaches_still_waits_the_grace() {
+        let all = HostSessions::default();
+        let s = all.register(HostId(0), VolumeId(0x1000));
+        all.revoke_where(|_, _| true);
+        let closed = Arc::new(AtomicBool::new(false));
+        let c = closed.clone();
+        let t0 = Instant::now();
+        s.attach_disconnect(Box::new(move || c.store(true, Ordering::SeqCst)));
+        assert!(!closed.load(Ordering::SeqCst), "closed before the client could hear ESHUTDOWN");
+        while !closed.load(Ordering::SeqCst) {
+            assert!(t0.elapsed() < REVOKE_GRACE * 3, "disconnect never came");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

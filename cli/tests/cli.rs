@@ -10,6 +10,8 @@ mod flash_e2e;
 mod flash_failpoints;
 #[path = "cli/golden.rs"]
 mod golden;
+#[path = "cli/hosts_e2e.rs"]
+mod hosts_e2e;
 #[path = "cli/killnine.rs"]
 mod killnine;
 #[path = "cli/site_proc.rs"]

@@ -9,8 +9,9 @@
 use crate::error::Error;
 use crate::flash::relationship::{FlashOptions, FlashRecord};
 use crate::geometry::CapType;
-use crate::id::{ImageId, LssId, MachineType, PoolId, VolumeId};
-use crate::image::record::{LcuType, PoolRecord, Sam, StorageType, VolumeRecord};
+use crate::id::{HostId, ImageId, LssId, MachineType, PoolId, VolGrpId, VolumeId};
+use crate::image::hosts::Endpoint;
+use crate::image::record::{HostRecord, LcuType, PoolRecord, Sam, StorageType, VolGrpRecord, VolGrpType, VolumeRecord};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -156,8 +157,108 @@ pub enum Request {
         pairs: Vec<(VolumeId, VolumeId)>,
         timeout_ms: u64,
     },
+    /// `mkvolgrp`: answers one item named by the new group's ID.
+    VolGrpCreate {
+        image: ImageId,
+        name: String,
+        vgtype: VolGrpType,
+        volumes: Vec<VolumeId>,
+    },
+    VolGrpList {
+        image: ImageId,
+    },
+    /// `chvolgrp`: rename and/or change the members; sessions of host connections that
+    /// lose a volume end (NBD_ESHUTDOWN).
+    VolGrpChange {
+        image: ImageId,
+        volgrp: VolGrpId,
+        name: Option<String>,
+        members: Option<(VolGrpAction, Vec<VolumeId>)>,
+    },
+    VolGrpRemove {
+        image: ImageId,
+        volgrp: VolGrpId,
+    },
+    /// `mkhostconnect`: answers one item named by the new connection's ID.
+    HostCreate {
+        image: ImageId,
+        spec: HostSpec,
+    },
+    HostList {
+        image: ImageId,
+    },
+    HostChange {
+        image: ImageId,
+        host: HostId,
+        change: HostChange,
+    },
+    HostRemove {
+        image: ImageId,
+        host: HostId,
+    },
     /// Orderly shutdown of the daemon (as SIGTERM).
     Shutdown,
+}
+
+/// `chvolgrp -action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolGrpAction {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// A new host connection (`mkhostconnect`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostSpec {
+    pub name: String,
+    pub wwpn: String,
+    pub hosttype: String,
+    pub portgrp: u8,
+    pub volgrp: Option<VolGrpId>,
+    /// Empty = all ports.
+    pub ioports: Vec<String>,
+    pub nbdport: Option<u16>,
+}
+
+/// A value a change can set or clear (`Option<Option<T>>` would not survive JSON: its
+/// `Some(None)` comes back as `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Assign<T> {
+    Set(T),
+    Clear,
+}
+
+impl<T> Assign<T> {
+    pub fn into_option(self) -> Option<T> {
+        match self {
+            Assign::Set(v) => Some(v),
+            Assign::Clear => None,
+        }
+    }
+}
+
+/// `chhostconnect`: what to change (None = keep). `volgrp: Some(Clear)` unassigns the
+/// group, `nbdport: Some(Clear)` moves the endpoint back to its Unix socket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostChange {
+    pub name: Option<String>,
+    pub wwpn: Option<String>,
+    pub hosttype: Option<String>,
+    pub portgrp: Option<u8>,
+    pub volgrp: Option<Assign<VolGrpId>>,
+    pub ioports: Option<Vec<String>>,
+    pub nbdport: Option<Assign<u16>>,
+}
+
+/// One host connection as `lshostconnect` / `showhostconnect` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostView {
+    pub record: HostRecord,
+    /// Where its NBD endpoint listens.
+    pub endpoint: Endpoint,
+    /// Open NBD sessions through it.
+    pub sessions: usize,
 }
 
 /// What kind of volume to make, and how big.
@@ -203,6 +304,8 @@ pub enum Reply {
     Volumes(Vec<VolumeView>),
     IoPorts(Vec<IoPortView>),
     Flash(Vec<FlashView>),
+    VolGrps(Vec<VolGrpRecord>),
+    Hosts(Vec<HostView>),
 }
 
 /// How `rmflash` withdraws.

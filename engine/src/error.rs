@@ -92,6 +92,19 @@ pub enum ErrorKind {
     FlashNotFrozen,
     /// Not established because another pair of the same `-freeze` group failed.
     FlashGroupFailed,
+    /// `-tgtoffline` and the target is open to a host (an NBD session or a FUSE open).
+    FlashTargetOnline,
+    VolGrpNotFound,
+    HostNotFound,
+    /// Another host connection of the image has this WWPN.
+    HostWwpnExists,
+    /// Another host connection uses this NBD port, or it cannot be bound.
+    HostPortInUse,
+    /// The volume is already in the volume group (`rmfbvol -safe`: in some volume group).
+    VolumeInVolGrp,
+    VolumeNotInVolGrp,
+    /// The volume group holds as many volumes as its type allows.
+    VolGrpFull,
 }
 
 /// An engine error: a kind, the object it concerns (as the engine prints IDs) and a detail

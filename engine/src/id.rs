@@ -1,4 +1,5 @@
-//! Identifiers of storage objects, as newtypes: storage image, LSS, volume, extent pool.
+//! Identifiers of storage objects, as newtypes: storage image, LSS, volume, extent pool,
+//! volume group, host connection.
 //!
 //! These are storage facts (a volume's LSS is its high byte), not DS CLI text: ranges, `-`
 //! from stdin and shortened IDs are the cli's business. Display is the canonical form
@@ -168,6 +169,38 @@ impl FromStr for PoolId {
     }
 }
 
+/// A volume group `V<n>` (DS8000: `V0`, `V15`): the volumes a host connection may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VolGrpId(pub u32);
+
+impl fmt::Display for VolGrpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "V{}", self.0)
+    }
+}
+
+impl FromStr for VolGrpId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        s.strip_prefix('V')
+            .or_else(|| s.strip_prefix('v'))
+            .filter(|d| !d.is_empty() && d.len() <= 6 && d.chars().all(|c| c.is_ascii_digit()))
+            .and_then(|d| d.parse().ok())
+            .map(VolGrpId)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, s, "volume group ID must look like V0"))
+    }
+}
+
+/// A host connection: four hex digits (`0000`), as DS8000 numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostId(pub u16);
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04X}", self.0)
+    }
+}
+
 /// A volume somewhere on the site: image plus volume. Its Display form
 /// (`IBM.2107-75FA120/1000`) is the NBD export name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -233,5 +266,9 @@ mod tests {
         assert_eq!(k.to_string(), "IBM.2107-75FA120/1A05");
         assert_eq!("P12".parse::<PoolId>().unwrap(), PoolId(12));
         assert!("Q1".parse::<PoolId>().is_err());
+        assert_eq!("v15".parse::<VolGrpId>().unwrap(), VolGrpId(15));
+        assert_eq!(VolGrpId(3).to_string(), "V3");
+        assert!("V".parse::<VolGrpId>().is_err());
+        assert_eq!(HostId(0x1A).to_string(), "001A");
     }
 }

@@ -7,9 +7,11 @@
 
 use crate::control::{ItemOutcome, PROTOCOL_VERSION, Reply, Request, Response};
 use crate::error::{Error, ErrorKind, Result};
-use crate::id::{ImageId, VolumeKey};
+use crate::id::{HostId, ImageId, VolumeKey};
 use crate::image::Image;
+use crate::image::hosts::Endpoint;
 use crate::image::record::StorageType;
+use crate::image::sessions::HostSession;
 use crate::io::IoEngine;
 use crate::volume::Volume;
 use std::collections::BTreeMap;
@@ -113,6 +115,46 @@ impl Site {
         let image = images.get(&key.image)?;
         let vol = image.volume(key.volume)?;
         Some((vol.open_session(), image.flash().clone()))
+    }
+
+    /// Open a host session on a volume through host connection `host` of `image`: only a
+    /// volume of the connection's volume group, else `None` (the NBD client gets
+    /// NBD_REP_ERR_UNKNOWN, as for a volume that does not exist). Taken under the site lock
+    /// like [`Site::open_host`]; the returned [`HostSession`] is revoked when the catalog
+    /// stops allowing the access.
+    pub fn open_host_via(
+        &self,
+        image: &ImageId,
+        host: HostId,
+        key: &VolumeKey,
+    ) -> Option<(crate::volume::SessionGuard, Arc<crate::flash::ImageFlash>, Arc<HostSession>)> {
+        let images = self.images();
+        let img = images.get(image).filter(|_| key.image == *image)?;
+        if !img.reaches(host, key.volume) {
+            return None;
+        }
+        let vol = img.volume(key.volume)?;
+        let session = img.host_sessions().register(host, key.volume);
+        Some((vol.open_session(), img.flash().clone(), session))
+    }
+
+    /// The volumes host connection `host` of `image` reaches (its NBD export list).
+    pub fn host_volume_keys(&self, image: &ImageId, host: HostId) -> Vec<VolumeKey> {
+        let images = self.images();
+        let Some(img) = images.get(image) else { return Vec::new() };
+        img.host_volumes(host).into_iter().map(|volume| VolumeKey { image: image.clone(), volume }).collect()
+    }
+
+    /// Every host connection of the site and where its endpoint listens (the daemon serves
+    /// exactly these).
+    pub fn host_endpoints(&self) -> Vec<(ImageId, HostId, Endpoint)> {
+        let images = self.images();
+        images
+            .values()
+            .flat_map(|img| {
+                img.record().hosts.values().map(|h| (img.id().clone(), h.id, img.endpoint(h))).collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// An image's FlashCopy side (tests and tools that look at bitmaps).
@@ -297,17 +339,17 @@ impl Site {
                 tracing::info!("{image}: changed volume {volume}");
                 Reply::Items(vec![ItemOutcome { object: volume.to_string(), result: Ok(()) }])
             }
-            // `-safe` also refuses volumes in a volume group; groups come with host
-            // attachment, until then every volume passes that check. Volumes in a copy
-            // relationship or open by hosts are refused with or without it.
-            Request::VolumeRemove { image, volumes, safe: _, stgtype } => {
+            // `-safe` also refuses volumes in a volume group. Volumes in a copy relationship
+            // or open by hosts (other than through host connections) are refused with or
+            // without it; see `Image::remove_volume`.
+            Request::VolumeRemove { image, volumes, safe, stgtype } => {
                 let img = img!(&image);
                 let out: Vec<ItemOutcome> = volumes
                     .iter()
                     .map(|id| {
                         let own = img.record().volumes.get(id).map(|v| v.stgtype()).unwrap_or(StorageType::Fb);
                         let t = stgtype.unwrap_or(own);
-                        ItemOutcome { object: id.to_string(), result: img.remove_volume(*id, t) }
+                        ItemOutcome { object: id.to_string(), result: img.remove_volume(*id, t, safe) }
                     })
                     .collect();
                 log_items(&image, "removed volume", &out);
@@ -315,6 +357,22 @@ impl Site {
             }
             Request::IoPortList { image } => Reply::IoPorts(img!(&image).io_ports()),
             Request::Shutdown => Reply::Done,
+            Request::VolGrpCreate { ref image, .. }
+            | Request::VolGrpList { ref image }
+            | Request::VolGrpChange { ref image, .. }
+            | Request::VolGrpRemove { ref image, .. }
+            | Request::HostCreate { ref image, .. }
+            | Request::HostList { ref image }
+            | Request::HostChange { ref image, .. }
+            | Request::HostRemove { ref image, .. } => {
+                let image = image.clone();
+                let logged = host_log(&req);
+                let reply = img!(&image).host_request(req)?;
+                if let (Some(what), Reply::Items(items)) = (logged, &reply) {
+                    log_items(&image, what, items);
+                }
+                reply
+            }
             flash => img!(&flash_image(&flash)).flash_request(flash, now)?,
         })
     }
@@ -324,6 +382,19 @@ fn log_items(image: &ImageId, what: &str, items: &[ItemOutcome]) {
     for item in items.iter().filter(|i| i.result.is_ok()) {
         tracing::info!("{image}: {what} {}", item.object);
     }
+}
+
+/// What the log says of a host attachment change.
+fn host_log(req: &Request) -> Option<&'static str> {
+    Some(match req {
+        Request::VolGrpCreate { .. } => "created volume group",
+        Request::VolGrpChange { .. } => "changed volume group",
+        Request::VolGrpRemove { .. } => "removed volume group",
+        Request::HostCreate { .. } => "created host connection",
+        Request::HostChange { .. } => "changed host connection",
+        Request::HostRemove { .. } => "removed host connection",
+        _ => return None,
+    })
 }
 
 /// Wall clock in unix seconds.

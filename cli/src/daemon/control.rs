@@ -4,6 +4,7 @@
 //! `VersionMismatch` (the client exits 3); an undecodable line with `InvalidArgument`.
 
 use super::Stop;
+use super::hosts::HostEndpoints;
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
 use flashtrack::control::{Envelope, PROTOCOL_VERSION, Request, Response};
@@ -30,7 +31,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(path: &Path, site: Arc<Site>, stop: Sender<Stop>) -> Result<Server> {
+    pub fn start(path: &Path, site: Arc<Site>, hosts: Arc<HostEndpoints>, stop: Sender<Stop>) -> Result<Server> {
         // We hold the home lock, so a socket file here is stale.
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
@@ -46,10 +47,11 @@ impl Server {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (site, stop, flag, busy) = (site.clone(), stop.clone(), flag.clone(), busy.clone());
+                let (site, hosts, stop, flag, busy) =
+                    (site.clone(), hosts.clone(), stop.clone(), flag.clone(), busy.clone());
                 let _ = std::thread::Builder::new()
                     .name("control".into())
-                    .spawn(move || serve(conn, &site, &stop, &flag, &busy));
+                    .spawn(move || serve(conn, &site, &hosts, &stop, &flag, &busy));
             }
         })?;
         Ok(Server { path: path.to_path_buf(), stopping, in_flight, accept: Some(accept) })
@@ -82,6 +84,7 @@ const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20
 fn serve(
     conn: UnixStream,
     site: &Site,
+    hosts: &HostEndpoints,
     stop: &Sender<Stop>,
     stopping: &AtomicBool,
     busy: &std::sync::atomic::AtomicUsize,
@@ -101,7 +104,7 @@ fn serve(
         } else {
             match decode(&line) {
                 Ok(Request::Shutdown) => (site.handle(Request::Shutdown), true),
-                Ok(req) => (site.handle(req), false),
+                Ok(req) => (handle(site, hosts, req), false),
                 Err(e) => (Response::Err(e), false),
             }
         };
@@ -115,6 +118,21 @@ fn serve(
             let _ = stop.try_send(Stop::Request);
         }
     }
+}
+
+/// A request, with the host endpoints kept in step: a TCP port nobody can bind is refused
+/// first, and endpoints are started or stopped before the reply goes out (so a client
+/// that sees `mkhostconnect` succeed can connect at once).
+fn handle(site: &Site, hosts: &HostEndpoints, req: Request) -> Response {
+    if let Some(e) = hosts.precheck(&req) {
+        return Response::Err(e);
+    }
+    let moves = HostEndpoints::moves_endpoints(&req);
+    let response = site.handle(req);
+    if moves {
+        hosts.reconcile();
+    }
+    response
 }
 
 fn decode(line: &str) -> Result<Request, Error> {

@@ -24,8 +24,7 @@ impl ExportCatalog for SiteExports {
     fn open(&self, name: &str) -> Option<Arc<dyn Export>> {
         let key: VolumeKey = name.parse().ok()?;
         let (session, flash) = self.site.open_host(&key)?;
-        let vol = Arc::clone(session.volume());
-        Some(Arc::new(VolumeExport { vol, flash, _session: session }))
+        Some(Arc::new(VolumeExport::new(session, flash)))
     }
 
     fn list(&self) -> Vec<String> {
@@ -35,11 +34,17 @@ impl ExportCatalog for SiteExports {
 
 /// One host session on one volume; the session count drops with it.
 #[derive(Debug)]
-struct VolumeExport {
+pub(super) struct VolumeExport {
     vol: Arc<Volume>,
     /// The image's intercept: every host byte passes it (COW, recording, target reads).
     flash: Arc<ImageFlash>,
     _session: SessionGuard,
+}
+
+impl VolumeExport {
+    pub(super) fn new(session: SessionGuard, flash: Arc<ImageFlash>) -> Self {
+        VolumeExport { vol: Arc::clone(session.volume()), flash, _session: session }
+    }
 }
 
 impl Export for VolumeExport {

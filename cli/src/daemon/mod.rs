@@ -2,12 +2,14 @@
 //!
 //! Start order (DESIGN.md "Recovery and shutdown"): lock and recover the site (catalogs,
 //! orphans), then open NBD, then the control socket last, so a client that sees
-//! `control.sock` finds everything ready. Shutdown on SIGTERM/SIGINT or a `Shutdown`
+//! `control.sock` finds everything ready. Host connections' NBD endpoints start with the
+//! site NBD socket and follow the catalogs (`hosts.rs`). Shutdown on SIGTERM/SIGINT or a `Shutdown`
 //! request: stop accepting, end host sessions, flush volumes, write the clean mark, exit 0;
 //! a second signal exits at once.
 
 mod control;
 mod export;
+mod hosts;
 pub mod log;
 
 use anyhow::{Context, Result};
@@ -99,18 +101,23 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     if opts.copy_direct {
         tracing::info!("background copies between file backings use O_DIRECT");
     }
+    // Host connections' own endpoints, as the catalogs say.
+    let hosts = Arc::new(hosts::HostEndpoints::new(site.clone(), opts.home.clone()));
+    hosts.remove_stale_sockets();
+    hosts.reconcile();
     let copier = Copier::start(site.clone(), opts.copy_rate_mib.map(|m| m << 20))?;
     if let Some(m) = opts.copy_rate_mib {
         tracing::info!("background copy limited to {m} MiB/s");
     }
     let ctl_path = opts.home.join(CONTROL_SOCK);
-    let ctl = control::Server::start(&ctl_path, site.clone(), stop_tx)?;
+    let ctl = control::Server::start(&ctl_path, site.clone(), hosts.clone(), stop_tx)?;
     tracing::info!("ready: control on {}", ctl_path.display());
 
     let why = wait(&stop_rx);
     tracing::info!("stopping ({why:?})");
     ctl.shutdown();
     nbd.shutdown();
+    hosts.stop_all();
     copier.stop();
     if let Some(h) = nbd_tcp {
         h.shutdown();

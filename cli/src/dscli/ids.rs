@@ -5,7 +5,7 @@
 //! matched positionally).
 //! The machine type's LSS range is checked later, once the image is known.
 
-use flashtrack::id::{ImageId, LssId, PoolId, VolumeId};
+use flashtrack::id::{HostId, ImageId, LssId, PoolId, VolGrpId, VolumeId};
 
 /// An ID and the image it named, if fully qualified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,31 @@ pub fn pools(tokens: &[String]) -> Result<Vec<Scoped<PoolId>>, IdError> {
         .iter()
         .map(|t| single(t, |s| s.parse::<PoolId>().ok()).ok_or(IdError { token: t.clone(), what: "extent pool" }))
         .collect()
+}
+
+/// Volume group IDs (`V0`, `IBM.2107-75FA120/V0`).
+pub fn volgrps(tokens: &[String]) -> Result<Vec<Scoped<VolGrpId>>, IdError> {
+    tokens
+        .iter()
+        .map(|t| single(t, |s| s.parse::<VolGrpId>().ok()).ok_or(IdError { token: t.clone(), what: "volume group" }))
+        .collect()
+}
+
+/// Host connection IDs: 1-4 hex digits, lists and ranges, like volume IDs.
+pub fn hosts(tokens: &[String]) -> Result<Vec<Scoped<HostId>>, IdError> {
+    Ok(expand(tokens, 4, "host connection")?
+        .into_iter()
+        .map(|s| Scoped { image: s.image, id: HostId(s.id as u16) })
+        .collect())
+}
+
+/// A comma-separated volume list with ranges (`-volume 1000-100F,1100`).
+pub fn volume_list(value: &str) -> Result<Vec<Scoped<VolumeId>>, IdError> {
+    let parts: Vec<String> = value.split(',').map(str::to_string).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err(IdError { token: value.to_string(), what: "volume" });
+    }
+    volumes(&parts)
 }
 
 /// `IdError::what` of a pair whose two ranges differ in length (its own message).

@@ -53,18 +53,22 @@ pub const CONNECT_FAILED: Message = m("CMUN00018E", "Unable to connect to the ma
 
 /// What a list/show command calls its objects in the not-found line.
 pub const OBJECT_NAMES: &[(&str, &str)] = &[
-    ("lsfbvol", "FB Volume"),       // [C]
-    ("showfbvol", "FB Volume"),     // [R]
-    ("lsckdvol", "CKD Volume"),     // [R]
-    ("showckdvol", "CKD Volume"),   // [R]
-    ("lsextpool", "Extent Pool"),   // [R]
-    ("showextpool", "Extent Pool"), // [R]
-    ("lslss", "LSS"),               // [R]
-    ("lslcu", "LCU"),               // [R]
-    ("lssi", "Storage Image"),      // [R]
-    ("showsi", "Storage Image"),    // [R]
-    ("lsioport", "IO Port"),        // [R]
-    ("lsflash", "Flash Copy"),      // [C] (ibm-hmcconst; opensvc tests the text)
+    ("lsfbvol", "FB Volume"),               // [C]
+    ("showfbvol", "FB Volume"),             // [R]
+    ("lsckdvol", "CKD Volume"),             // [R]
+    ("showckdvol", "CKD Volume"),           // [R]
+    ("lsextpool", "Extent Pool"),           // [R]
+    ("showextpool", "Extent Pool"),         // [R]
+    ("lslss", "LSS"),                       // [R]
+    ("lslcu", "LCU"),                       // [R]
+    ("lssi", "Storage Image"),              // [R]
+    ("showsi", "Storage Image"),            // [R]
+    ("lsioport", "IO Port"),                // [R]
+    ("lsflash", "Flash Copy"),              // [C] (ibm-hmcconst; opensvc tests the text)
+    ("lsvolgrp", "Volume Group"),           // [C] (ibm-hmcconst)
+    ("showvolgrp", "Volume Group"),         // [R]
+    ("lshostconnect", "Host Connection"),   // [R]
+    ("showhostconnect", "Host Connection"), // [R]
 ];
 
 /// Action messages per verb: (verb, success, confirmation prompt for rm verbs).
@@ -113,6 +117,22 @@ pub const ACTIONS: &[(&str, Message, Option<Message>)] = &[
         "unfreezeflash",
         m("CMUC00172I", "FlashCopy consistency group for logical subsystem {0}: successfully reset."),
         None,
+    ),
+    // Host attachment: mkvolgrp 030 and mkhostconnect 012 are the spec's [R]; the others
+    // are chosen next to them [R].
+    ("mkvolgrp", m("CMUC00030I", "Volume group {0} successfully created."), None),
+    ("chvolgrp", m("CMUC00031I", "Volume group {0} successfully modified."), None),
+    (
+        "rmvolgrp",
+        m("CMUC00033I", "Volume group {0} successfully deleted."),
+        Some(m("CMUC00032W", "Are you sure you want to delete volume group {0}? [y/n]:")),
+    ),
+    ("mkhostconnect", m("CMUC00012I", "Host connection {0} successfully created."), None),
+    ("chhostconnect", m("CMUC00013I", "Host connection {0} successfully modified."), None),
+    (
+        "rmhostconnect",
+        m("CMUC00015I", "Host connection {0} successfully deleted."),
+        Some(m("CMUC00014W", "Are you sure you want to delete host connection {0}? [y/n]:")),
     ),
 ];
 
@@ -163,6 +183,12 @@ pub const PAIR_RANGE: Message = m("CMUC90019E", "The source and target ranges of
 pub const PROFILE: Message = m("CMUC90020E", "Profile {0} line {1}: {2}");
 /// Unreadable script or profile (exit 6).
 pub const UNREADABLE: Message = m("CMUC90021E", "Cannot read {0}: {1}");
+/// A verb that names one object got several (host attachment verbs; `CMUC9006x` is this
+/// branch's own block of the simulator range).
+pub const ONE_OBJECT: Message = m("CMUC90060E", "Only one {0} can be given: {1}.");
+/// `-action` without `-volume` or the other way round.
+pub const ACTION_VOLUME: Message = m("CMUC90061E", "The -action and -volume parameters must be given together.");
+
 /// The daemon answered something the request did not ask for (exit 3).
 pub const PROTOCOL: Message = m("CMUN90098E", "Unexpected reply from flashd: {0}");
 
@@ -318,6 +344,27 @@ pub const ENGINE: &[EngineMessage] = &[
         ErrorKind::FlashGroupFailed,
         "CMUN90047E",
         "The pair was not established because another pair of the -freeze consistency group failed.",
+        exit::SERVER,
+        false,
+    ),
+    // Host attachment (dscli-spec.md has no error texts; [D]).
+    e(
+        ErrorKind::FlashTargetOnline,
+        "CMUN90060E",
+        "The target volume is online to a host; -tgtoffline does not allow the operation.",
+        exit::SERVER,
+        false,
+    ),
+    e(ErrorKind::VolGrpNotFound, "CMUN90061E", "The volume group does not exist.", exit::SERVER, false),
+    e(ErrorKind::HostNotFound, "CMUN90062E", "The host connection does not exist.", exit::SERVER, false),
+    e(ErrorKind::HostWwpnExists, "CMUN90063E", "Another host connection already has this WWPN.", exit::SERVER, false),
+    e(ErrorKind::HostPortInUse, "CMUN90064E", "The NBD port is in use.", exit::SERVER, false),
+    e(ErrorKind::VolumeInVolGrp, "CMUN90065E", "The volume is in the volume group.", exit::SERVER, false),
+    e(ErrorKind::VolumeNotInVolGrp, "CMUN90066E", "The volume is not in the volume group.", exit::SERVER, false),
+    e(
+        ErrorKind::VolGrpFull,
+        "CMUN90067E",
+        "The volume group holds the most volumes its type allows.",
         exit::SERVER,
         false,
     ),

@@ -75,6 +75,13 @@ const PAIRS_HELP: &str = "source_volume_ID:target_volume_ID ... | range:range | 
 /// reaches; they are accepted and select nothing.
 pub const FLASH_STATES: &[&str] = &["valid", "tgt-failed", "validation-required", "invalid", "volume-inaccessible"];
 
+/// `mkvolgrp -type` values [R].
+pub const VOLGRP_TYPES: &[&str] = &["scsimask", "scsimap256", "os400mask", "os400map256"];
+
+/// `-hosttype` values, lower-case (the cli's host type table shows them in IBM's case).
+pub const HOST_TYPES: &[&str] =
+    &["pseries", "iseries", "vmware", "win2008", "win2012", "linuxrhel", "linuxsuse", "zlinux", "sun", "hpux"];
+
 pub static VERBS: &[Verb] = &[
     Verb {
         name: "mkextpool",
@@ -114,13 +121,14 @@ pub static VERBS: &[Verb] = &[
     },
     Verb {
         name: "mkfbvol",
-        summary: "Creates fixed-block volumes. #h / #d in -name become the volume ID in hex / decimal.",
+        summary: "Creates fixed-block volumes. #h / #d in -name become the volume ID in hex / decimal; -volgrp adds them to a volume group.",
         flags: &[
             req("-extpool", Kind::Value("extentpool_ID")),
             req("-cap", Kind::Value("capacity")),
             f("-type", Kind::Enum(&["ds", "ess", "blocks"])),
             f("-name", Kind::Value("volume_name")),
             f("-sam", Kind::Enum(&["standard", "ese"])),
+            f("-volgrp", Kind::Value("volume_group_ID")),
         ],
         ids: Ids::Required,
         ids_help: "Volume_ID ... | range | -",
@@ -135,6 +143,7 @@ pub static VERBS: &[Verb] = &[
             f("-extpool", Kind::Value("extentpool_ID")),
             f("-lss", Kind::Value("LSS_ID")),
             f("-datatype", Kind::Enum(&["512"])),
+            f("-volgrp", Kind::Value("volume_group_ID")),
         ],
         ids: Ids::Optional,
         ids_help: "[Volume_ID ... | range | -]",
@@ -407,6 +416,114 @@ pub static VERBS: &[Verb] = &[
         flags: &[],
         ids: Ids::Required,
         ids_help: "source_LSS_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "mkvolgrp",
+        summary: "Creates a volume group: the volumes its host connections may reach.",
+        flags: &[
+            f("-type", Kind::Enum(VOLGRP_TYPES)),
+            f("-hosttype", Kind::Enum(HOST_TYPES)),
+            f("-volume", Kind::Value("Volume_ID,...")),
+        ],
+        ids: Ids::Required,
+        ids_help: "Volume_Group_Name",
+        reports: true,
+    },
+    Verb {
+        name: "lsvolgrp",
+        summary: "Lists volume groups. -l adds the number of volumes.",
+        flags: &[SL[0], SL[1], f("-type", Kind::Enum(VOLGRP_TYPES))],
+        ids: Ids::Optional,
+        ids_help: "[Volume_Group_ID ... | -]",
+        reports: true,
+    },
+    Verb {
+        name: "showvolgrp",
+        summary: "Shows one volume group and its volumes.",
+        flags: &[],
+        ids: Ids::Required,
+        ids_help: "Volume_Group_ID",
+        reports: true,
+    },
+    Verb {
+        name: "chvolgrp",
+        summary: "Renames a volume group or adds, removes or replaces its volumes; hosts that lose a volume lose their sessions on it.",
+        flags: &[
+            f("-name", Kind::Value("new_Volume_Group_name")),
+            f("-action", Kind::Enum(&["add", "remove", "replace"])),
+            f("-volume", Kind::Value("Volume_ID,...")),
+        ],
+        ids: Ids::Required,
+        ids_help: "Volume_Group_ID",
+        reports: true,
+    },
+    Verb {
+        name: "rmvolgrp",
+        summary: "Deletes volume groups; their host connections reach nothing until given another.",
+        flags: &[f("-quiet", B)],
+        ids: Ids::Required,
+        ids_help: "Volume_Group_ID ... | -",
+        reports: true,
+    },
+    Verb {
+        name: "mkhostconnect",
+        summary: "Creates a host connection: its own NBD endpoint (a socket in the home, or -nbdport, an extension) serving its volume group.",
+        flags: &[
+            req("-wwname", Kind::Value("wwpn")),
+            req("-hosttype", Kind::Enum(HOST_TYPES)),
+            f("-portgrp", Kind::Value("port_grp_number")),
+            f("-volgrp", Kind::Value("volume_group_ID")),
+            f("-ioport", Kind::Value("port_ID,...|all")),
+            f("-nbdport", Kind::Value("tcp_port")),
+        ],
+        ids: Ids::Required,
+        ids_help: "Host_Name",
+        reports: true,
+    },
+    Verb {
+        name: "lshostconnect",
+        summary: "Lists host connections. -l adds LBS, addrDiscovery and the NBD endpoint (extension).",
+        flags: &[
+            SL[0],
+            SL[1],
+            f("-portgrp", Kind::Value("port_grp_number")),
+            f("-volgrp", Kind::Value("volume_group_ID")),
+        ],
+        ids: Ids::Optional,
+        ids_help: "[Host_Connection_ID ... | range | -]",
+        reports: true,
+    },
+    Verb {
+        name: "showhostconnect",
+        summary: "Shows one host connection, with its NBD endpoint and open sessions (extensions).",
+        flags: &[],
+        ids: Ids::Required,
+        ids_help: "Host_Connection_ID",
+        reports: true,
+    },
+    Verb {
+        name: "chhostconnect",
+        summary: "Changes host connections. -volgrp none and -nbdport none (back to the socket) are extensions.",
+        flags: &[
+            f("-name", Kind::Value("new_host_name")),
+            f("-wwname", Kind::Value("wwpn")),
+            f("-hosttype", Kind::Enum(HOST_TYPES)),
+            f("-portgrp", Kind::Value("port_grp_number")),
+            f("-volgrp", Kind::Value("volume_group_ID|none")),
+            f("-ioport", Kind::Value("port_ID,...|all")),
+            f("-nbdport", Kind::Value("tcp_port|none")),
+        ],
+        ids: Ids::Required,
+        ids_help: "Host_Connection_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "rmhostconnect",
+        summary: "Deletes host connections: their NBD endpoints close, their sessions end.",
+        flags: &[f("-quiet", B)],
+        ids: Ids::Required,
+        ids_help: "Host_Connection_ID ... | range | -",
         reports: true,
     },
     Verb {

@@ -28,7 +28,8 @@ pub struct FlashOptions {
     pub freeze: bool,
     /// The target may be a PPRC primary (`-tgtpprc`); stored and shown.
     pub tgtpprc: bool,
-    /// The target must not be online to hosts (`-tgtoffline`); stored and shown.
+    /// The target must not be online to hosts (`-tgtoffline`): mkflash and resyncflash are
+    /// refused while it has an open host session.
     pub tgtoffline: bool,
     /// The target must be space efficient (`-tgtse`).
     pub tgtse: bool,

@@ -85,6 +85,8 @@ mod tests {
             lcus: BTreeMap::new(),
             volumes: BTreeMap::new(),
             flash: Vec::new(),
+            volgrps: BTreeMap::new(),
+            hosts: BTreeMap::new(),
         }
     }
 

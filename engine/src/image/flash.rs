@@ -214,6 +214,9 @@ impl Image {
         if options.tgtse && tgt.sam != Sam::Ese {
             return Err(Error::new(ErrorKind::FlashTargetNotSe, &name, format!("{t} is not space efficient")));
         }
+        if options.tgtoffline {
+            check_offline(&name, self.volumes.get(&t))?;
+        }
         Ok(())
     }
 
@@ -370,6 +373,9 @@ impl Image {
         let (s, t) = rel.ids();
         let current = rel.state().record.clone();
         require_record(&current, "the relationship does not record changes (-record -persist)")?;
+        if options.tgtoffline {
+            check_offline(&pair_name(s, t), Some(&rel.target))?;
+        }
         // After `Tgt Failed` or `Validation Required` the change recording cannot be trusted:
         // the resync is a full copy, which makes the pair valid again.
         let full = current.state != FlashState::Valid;
@@ -579,6 +585,21 @@ impl Image {
         let _ = self.flash.install_group(rels, || Ok::<(), ()>(()));
         self.record.flash = self.flash.records();
         self.flash.checkpoint()
+    }
+}
+
+/// `-tgtoffline`: the target must not be online to a host. DS8000 checks it for CKD
+/// targets; flashtrack hosts reach FB and CKD volumes the same way (NBD, FUSE), so it holds
+/// for both. "Online" = any open host session: NBD (site socket or a host connection) or
+/// a FUSE open (`Volume::sessions`).
+fn check_offline(pair: &str, target: Option<&Arc<crate::volume::Volume>>) -> Result<()> {
+    match target.map(|v| v.sessions()) {
+        Some(n) if n > 0 => Err(Error::new(
+            ErrorKind::FlashTargetOnline,
+            pair,
+            format!("the target is open to hosts ({n} sessions) and -tgtoffline was given"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -7,8 +7,10 @@
 
 pub mod catalog;
 mod flash;
+pub mod hosts;
 mod pools;
 pub mod record;
+pub mod sessions;
 mod volumes;
 
 use crate::control::{ImageView, IoPortView};
@@ -38,6 +40,8 @@ pub struct Image {
     volumes: BTreeMap<VolumeId, Arc<Volume>>,
     devices: BTreeMap<PoolId, Arc<DeviceHandle>>,
     flash: Arc<ImageFlash>,
+    /// Sessions through host connections (so a change of access can end them).
+    host_sessions: sessions::HostSessions,
 }
 
 impl Image {
@@ -81,13 +85,23 @@ impl Image {
             lcus: BTreeMap::new(),
             volumes: BTreeMap::new(),
             flash: Vec::new(),
+            volgrps: BTreeMap::new(),
+            hosts: BTreeMap::new(),
         };
         catalog::store(&tmp, &record)?;
         fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
         catalog::sync_dir(home)?;
         let flash: Arc<ImageFlash> = Arc::default();
         flash.set_store(crate::flash::persist::FlashStore::new(&dir, io.clone(), boot)?);
-        Ok(Image { record, dir, io, volumes: BTreeMap::new(), devices: BTreeMap::new(), flash })
+        Ok(Image {
+            record,
+            dir,
+            io,
+            volumes: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            flash,
+            host_sessions: Default::default(),
+        })
     }
 
     /// Open an image directory: load the catalog, open device pools and volumes, delete
@@ -101,6 +115,7 @@ impl Image {
             volumes: BTreeMap::new(),
             devices: BTreeMap::new(),
             flash: Arc::default(),
+            host_sessions: Default::default(),
         };
         for pool in image.record.pools.values() {
             if let PoolLocation::Device { path } = &pool.location {

@@ -3,7 +3,7 @@
 
 use crate::flash::relationship::FlashRecord;
 use crate::geometry::{CapType, Geometry};
-use crate::id::{ImageId, LssId, PoolId, VolumeId};
+use crate::id::{HostId, ImageId, LssId, PoolId, VolGrpId, VolumeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -98,6 +98,55 @@ impl VolumeRecord {
     }
 }
 
+/// Volume group type (`mkvolgrp -type`). flashtrack's only host attachment is NBD, so the
+/// type is stored and shown; the map types hold at most 256 volumes (LUNs 00-FF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolGrpType {
+    ScsiMask,
+    ScsiMap256,
+    Os400Mask,
+    Os400Map256,
+}
+
+impl VolGrpType {
+    /// Most volumes a group of this type holds (`None`: no limit but the image's).
+    pub fn max_volumes(self) -> Option<usize> {
+        match self {
+            VolGrpType::ScsiMap256 | VolGrpType::Os400Map256 => Some(256),
+            VolGrpType::ScsiMask | VolGrpType::Os400Mask => None,
+        }
+    }
+}
+
+/// A volume group: the volumes the host connections assigned to it may reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolGrpRecord {
+    pub id: VolGrpId,
+    pub name: String,
+    pub vgtype: VolGrpType,
+    /// Members in ascending order, each once.
+    pub volumes: Vec<VolumeId>,
+}
+
+/// A host connection: a host (named by its WWPN) and its own NBD endpoint, through which it
+/// reaches the volumes of its volume group and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub id: HostId,
+    pub name: String,
+    /// 16 upper-case hex digits, unique on the image.
+    pub wwpn: String,
+    /// As the cli names it (`pSeries`, `VMware`, ...); the engine only stores it.
+    pub hosttype: String,
+    pub portgrp: u8,
+    pub volgrp: Option<VolGrpId>,
+    /// I/O ports the host may log in through; empty = all.
+    pub ioports: Vec<String>,
+    /// Loopback TCP port of the endpoint (extension `-nbdport`); None = a Unix socket in the
+    /// site home (see `image::hosts::socket_path`).
+    pub nbdport: Option<u16>,
+}
+
 /// One storage image: everything its catalog file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
@@ -112,6 +161,12 @@ pub struct ImageRecord {
     /// written before FlashCopy existed: same format, empty list.
     #[serde(default)]
     pub flash: Vec<FlashRecord>,
+    /// Volume groups and host connections. Absent in catalogs written before host
+    /// attachment: same format (version 1), none of either.
+    #[serde(default)]
+    pub volgrps: BTreeMap<VolGrpId, VolGrpRecord>,
+    #[serde(default)]
+    pub hosts: BTreeMap<HostId, HostRecord>,
 }
 
 impl ImageRecord {

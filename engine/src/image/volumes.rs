@@ -15,6 +15,8 @@ use std::sync::Arc;
 const DEVICE_ALIGN: u64 = 1 << 20;
 /// How long a remove waits for host sessions that are closing.
 const SESSION_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a remove waits for the running requests of host connection sessions it ends.
+const SESSION_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// Longest volume nickname.
 pub const MAX_NAME: usize = 16;
 
@@ -246,24 +248,40 @@ impl Image {
 
     /// `rmfbvol` / `rmckdvol`: refused while hosts have it open. The catalog forgets the
     /// volume first; then its file (only a file flashtrack created) is deleted.
-    pub fn remove_volume(&mut self, id: VolumeId, stgtype: StorageType) -> Result<()> {
+    ///
+    /// Sessions through host connections do not block it: the volume leaves every volume
+    /// group with it and those sessions end with NBD_ESHUTDOWN (their running requests
+    /// drain first), as a DS8000 takes a deleted LUN away from its hosts. Sessions that
+    /// are not a host connection's (the administrator's `nbd.sock`, FUSE opens) still
+    /// refuse it. `safe` (`-safe`) also refuses a volume that is in a volume group.
+    pub fn remove_volume(&mut self, id: VolumeId, stgtype: StorageType, safe: bool) -> Result<()> {
         let rec = self.record.volumes.get(&id).filter(|v| v.stgtype() == stgtype);
         let rec = rec.ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, id, "no such volume"))?.clone();
         if self.in_relationship(id) {
             return Err(Error::new(ErrorKind::VolumeInRelationship, id, "the volume is in a FlashCopy relationship"));
         }
+        if safe && let Some(g) = self.record.volgrps.values().find(|g| g.volumes.contains(&id)) {
+            return Err(Error::new(ErrorKind::VolumeInVolGrp, id, format!("the volume is in volume group {}", g.id)));
+        }
         if let Some(vol) = self.volumes.get(&id) {
             // A host that just hung up may still be tearing its session down: a short grace.
+            let others = || vol.sessions().saturating_sub(self.host_sessions.on_volume(id));
             let deadline = std::time::Instant::now() + SESSION_GRACE;
-            while vol.sessions() > 0 && std::time::Instant::now() < deadline {
+            while others() > 0 && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            if vol.sessions() > 0 {
+            if others() > 0 {
                 return Err(Error::new(ErrorKind::VolumeInUse, id, "hosts have the volume open"));
+            }
+            if !self.host_sessions.end_volume(id, SESSION_DRAIN) {
+                return Err(Error::new(ErrorKind::VolumeInUse, id, "a host request on the volume does not finish"));
             }
         }
         let mut next = self.record.clone();
         next.volumes.remove(&id);
+        for g in next.volgrps.values_mut() {
+            g.volumes.retain(|v| *v != id);
+        }
         self.commit(next)?;
         if let Some(vol) = self.volumes.remove(&id) {
             if let Some(store) = self.flash.store() {

@@ -52,6 +52,11 @@ pub trait Export: Send + Sync {
     fn read_only(&self) -> bool {
         false
     }
+    /// The server hands the export, once the handshake is done, a way to end this session:
+    /// `disconnect()` makes the server stop reading the connection; requests already read
+    /// are answered, then the socket closes. An export whose access can be withdrawn (a
+    /// host connection's) keeps it and answers `ESHUTDOWN` meanwhile; others ignore it.
+    fn attach_disconnect(&self, _disconnect: Box<dyn Fn() + Send + Sync>) {}
 }
 
 /// The exports a server offers.
@@ -81,6 +86,13 @@ impl Conn {
         let _ = match self {
             Conn::Unix(s) => s.shutdown(Shutdown::Both),
             Conn::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+    /// Stop reading: the reader sees end of file; replies can still be written.
+    pub(crate) fn shutdown_read(&self) {
+        let _ = match self {
+            Conn::Unix(s) => s.shutdown(Shutdown::Read),
+            Conn::Tcp(s) => s.shutdown(Shutdown::Read),
         };
     }
     pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
@@ -277,6 +289,8 @@ fn run_connection(mut conn: Conn, cfg: &Server, catalog: &dyn ExportCatalog) -> 
         return Ok(());
     };
     conn.set_read_timeout(None)?;
+    let closer = conn.try_clone()?;
+    session.export.attach_disconnect(Box::new(move || closer.shutdown_read()));
     transmission::serve(conn, session.export, cfg.workers, cfg.queue_depth)
 }
 

@@ -6,4 +6,5 @@ mod flash_recovery;
 mod flash_restart_model;
 mod flash_revert;
 mod flash_tgtfailed;
+mod hosts;
 mod site;

@@ -4,6 +4,7 @@
 pub mod env;
 pub mod flash;
 pub mod flash_list;
+pub mod hosts;
 pub mod lss;
 pub mod pool;
 pub mod system;
@@ -38,6 +39,14 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Res {
         "commitflash" | "revertflash" => flash::commit_revert(s, inv),
         "unfreezeflash" => flash::unfreeze(s, inv),
         "lsflash" => flash_list::list(s, inv),
+        "mkvolgrp" => hosts::mkvolgrp(s, inv),
+        "lsvolgrp" | "showvolgrp" => hosts::list_volgrps(s, inv),
+        "chvolgrp" => hosts::chvolgrp(s, inv),
+        "rmvolgrp" => hosts::rmvolgrp(s, inv),
+        "mkhostconnect" => hosts::mkhostconnect(s, inv),
+        "lshostconnect" | "showhostconnect" => hosts::list_hosts(s, inv),
+        "chhostconnect" => hosts::chhostconnect(s, inv),
+        "rmhostconnect" => hosts::rmhostconnect(s, inv),
         "ver" => system::ver(s, inv),
         "setenv" => env::setenv(s, inv),
         "showenv" => env::showenv(s, inv),

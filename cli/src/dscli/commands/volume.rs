@@ -11,7 +11,7 @@ use crate::dscli::verb::Invocation;
 use flashtrack::control::{Capacity, ItemOutcome, Reply, Request, VolumeSpec, VolumeView};
 use flashtrack::geometry::{CKD_3390_MAX_CYLINDERS, CKD_MAX_CYLINDERS, CapType, Geometry};
 use flashtrack::id::{ImageId, MachineType, PoolId, VolumeId};
-use flashtrack::image::record::{Sam, StorageType};
+use flashtrack::image::record::{Sam, StorageType, VolGrpRecord};
 
 const GIB: f64 = (1u64 << 30) as f64;
 const GB: f64 = 1e9;
@@ -53,6 +53,11 @@ fn names(s: &mut Session, inv: &Invocation, vols: &[VolumeId]) -> Res<Option<Vec
 
 /// Volume IDs plus the image they live on, LSS range checked.
 fn targets(s: &mut Session, inv: &Invocation, extra: Option<Scoped<()>>) -> Res<(ImageId, Vec<VolumeId>)> {
+    targets_with(s, inv, extra.into_iter().collect())
+}
+
+/// `targets` with any number of other IDs that name the image.
+fn targets_with(s: &mut Session, inv: &Invocation, extra: Vec<Scoped<()>>) -> Res<(ImageId, Vec<VolumeId>)> {
     let vols = ids(s, inv, idp::volumes(&inv.ids))?;
     let mut scoped: Vec<Scoped<()>> = vols.iter().map(|v| Scoped { image: v.image.clone(), id: () }).collect();
     scoped.extend(extra);
@@ -93,14 +98,56 @@ pub fn make(s: &mut Session, inv: &Invocation) -> Res {
     };
     let sam = if inv.flag("-sam") == Some("ese") { Sam::Ese } else { Sam::Standard };
     let extra = Scoped { image: pool.image.clone(), id: () };
-    let (image, vols) = targets(s, inv, Some(extra))?;
+    let volgrp = match inv.flag("-volgrp") {
+        Some(v) => Some(ids(s, inv, idp::volgrps(&[v.to_string()]))?.remove(0)),
+        None => None,
+    };
+    let mut extras = vec![extra];
+    extras.extend(volgrp.iter().map(|g| Scoped { image: g.image.clone(), id: () }));
+    let vols = ids(s, inv, idp::volumes(&inv.ids))?;
+    let mut scoped: Vec<Scoped<()>> = vols.iter().map(|v| Scoped { image: v.image.clone(), id: () }).collect();
+    scoped.extend(extras);
+    let image = image_of(s, inv, &scoped)?;
+    let vols: Vec<VolumeId> = vols.into_iter().map(|v| v.id).collect();
+    check_lss(s, inv, &image, vols.iter().map(|v| v.lss()))?;
     let names = names(s, inv, &vols)?;
     s.banner(inv, Some(&image))?;
+    // -volgrp: the group must exist before any volume is made; the volumes made join it.
+    if let Some(g) = &volgrp
+        && !super::hosts::fetch_volgrps(s, verb, &image)?.iter().any(|r| r.id == g.id)
+    {
+        let err = flashtrack::Error::new(flashtrack::ErrorKind::VolGrpNotFound, g.id, "");
+        let (line, code) = messages::engine_line(verb, &err);
+        return s.fail(line, code);
+    }
     let volumes: Vec<(VolumeId, String)> =
         vols.iter().enumerate().map(|(i, v)| (*v, names.as_ref().map(|n| n[i].clone()).unwrap_or_default())).collect();
     let objects: Vec<String> = vols.iter().map(VolumeId::to_string).collect();
     let spec = VolumeSpec { pool: pool.id, capacity, sam };
-    act(s, inv, Request::VolumeCreate { image, spec, volumes }, &objects)
+    let Some(g) = volgrp else {
+        return act(s, inv, Request::VolumeCreate { image, spec, volumes }, &objects);
+    };
+    let resp = s.request(verb, Request::VolumeCreate { image: image.clone(), spec, volumes })?;
+    let items = match super::as_items(resp, &objects) {
+        Ok(items) => items,
+        Err(what) => return s.fail(messages::PROTOCOL.line(verb, &[&what]), exit::CONNECTION),
+    };
+    let mut last = outcomes(s, verb, &items)?;
+    let made: Vec<VolumeId> = vols.iter().zip(&items).filter(|(_, i)| i.result.is_ok()).map(|(v, _)| *v).collect();
+    if !made.is_empty() {
+        let req = Request::VolGrpChange {
+            image,
+            volgrp: g.id,
+            name: None,
+            members: Some((flashtrack::control::VolGrpAction::Add, made)),
+        };
+        if let flashtrack::control::Response::Err(e) = s.request(verb, req)? {
+            let (line, code) = messages::engine_line(verb, &e);
+            s.out.line(&line)?;
+            last = code;
+        }
+    }
+    Ok(last)
 }
 
 fn fetch(s: &mut Session, verb: &str, image: &ImageId) -> Res<Vec<VolumeView>> {
@@ -121,18 +168,33 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Res {
         None => None,
     };
     let extra = pool.as_ref().map(|p| Scoped { image: p.image.clone(), id: () });
-    let (image, wanted) = targets(s, inv, extra)?;
+    let volgrp = match inv.flag("-volgrp") {
+        Some(v) => Some(ids(s, inv, idp::volgrps(&[v.to_string()]))?.remove(0)),
+        None => None,
+    };
+    let mut extras: Vec<Scoped<()>> = extra.into_iter().collect();
+    extras.extend(volgrp.iter().map(|g| Scoped { image: g.image.clone(), id: () }));
+    let (image, wanted) = targets_with(s, inv, extras)?;
     if let Some(l) = &lss_filter {
         check_lss(s, inv, &image, l.iter().map(|x| x.id))?;
     }
     s.banner(inv, Some(&image))?;
     let all = fetch(s, verb, &image)?;
+    // Volume groups: for the -volgrp filter and showfbvol's volgrp column.
+    let groups = if volgrp.is_some() || (show && kind == StorageType::Fb) {
+        super::hosts::fetch_volgrps(s, verb, &image)?
+    } else {
+        Vec::new()
+    };
+    let members: Option<Vec<VolumeId>> =
+        volgrp.as_ref().map(|g| groups.iter().find(|r| r.id == g.id).map(|r| r.volumes.clone()).unwrap_or_default());
     let mut views: Vec<&VolumeView> = all
         .iter()
         .filter(|v| v.record.stgtype() == kind)
         .filter(|v| wanted.is_empty() || wanted.contains(&v.record.id))
         .filter(|v| pool.as_ref().is_none_or(|p| p.id == v.record.pool))
         .filter(|v| lss_filter.as_ref().is_none_or(|l| l.iter().any(|x| x.id == v.record.id.lss())))
+        .filter(|v| members.as_ref().is_none_or(|m| m.contains(&v.record.id)))
         .collect();
     views.sort_by_key(|v| v.record.id);
     if show && let Some(missing) = wanted.iter().find(|w| !views.iter().any(|v| v.record.id == **w)) {
@@ -144,7 +206,7 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Res {
     let fullid = s.effective(inv).fullid;
     let report = match (kind, show) {
         (StorageType::Fb, false) => fb_report(&image, &views, inv.has("-l"), fullid),
-        (StorageType::Fb, true) => fb_show(&image, &views, fullid),
+        (StorageType::Fb, true) => fb_show(&image, &views, fullid, &groups),
         (StorageType::Ckd, false) => ckd_report(&image, &views, inv.has("-l"), fullid),
         (StorageType::Ckd, true) => ckd_show(&image, &views, fullid),
     };
@@ -248,7 +310,7 @@ pub fn fb_report(image: &ImageId, views: &[&VolumeView], long: bool, full: bool)
     r
 }
 
-pub fn fb_show(image: &ImageId, views: &[&VolumeView], full: bool) -> Report {
+pub fn fb_show(image: &ImageId, views: &[&VolumeView], full: bool, groups: &[VolGrpRecord]) -> Report {
     let cols = [
         "Name",
         "ID",
@@ -287,7 +349,7 @@ pub fn fb_show(image: &ImageId, views: &[&VolumeView], full: bool) -> Report {
             gib,
             gb,
             blocks(v).to_string(),
-            "-".into(),
+            super::hosts::groups_of(groups, v.record.id),
             sam_name(v.record.sam).into(),
             one_decimal(v.allocated_bytes, GIB),
         ]);

@@ -33,6 +33,10 @@ enum Cmd {
         /// Limit the background copy to this many MiB/s (an extension; default unlimited).
         #[arg(long, value_name = "MIB", env = "FLASHTRACK_COPY_RATE")]
         copy_rate: Option<u64>,
+        /// Show each FB volume as the file DIR/IBM.2107-75FA120/1000 (FUSE; needs root and
+        /// /dev/fuse), e.g. for a loop device. An extension; see the README.
+        #[arg(long, value_name = "DIR")]
+        mount: Option<PathBuf>,
         /// Start a new session (setsid): no controlling terminal, no terminal signals.
         /// dscli uses this when it starts flashd in the background.
         #[arg(long)]
@@ -94,7 +98,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Run { home, nbd_tcp, copy_rate, detach } => {
+        Cmd::Run { home, nbd_tcp, copy_rate, mount, detach } => {
             if detach {
                 // Fails only if we already lead a process group; then we are detached enough.
                 let _ = rustix::process::setsid();
@@ -105,7 +109,9 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--nbd-tcp must be a loopback address (127.0.0.1 or ::1), not {addr}");
             }
             let home = home.unwrap_or_else(daemon::default_home);
-            daemon::run(&daemon::RunOptions { home, nbd_tcp, copy_rate_mib: copy_rate.filter(|&r| r > 0) })
+            // Relative to where flashd was started, whatever directory it runs in later.
+            let mount = mount.map(std::path::absolute).transpose().context("--mount")?;
+            daemon::run(&daemon::RunOptions { home, nbd_tcp, copy_rate_mib: copy_rate.filter(|&r| r > 0), mount })
         }
         Cmd::Image { cmd } => match cmd {
             ImageCmd::Create { home, id } => {

@@ -152,15 +152,12 @@ fn mounted_on(dir: &Path) -> Result<Option<String>> {
 /// `id parent major:minor root mountpoint options [optional...] - fstype source superopts`,
 /// with spaces and backslashes in paths written as octal escapes (`\040`).
 fn mount_type(mountinfo: &str, point: &str) -> Option<String> {
-    mountinfo
-        .lines()
-        .rev()
-        .find_map(|line| {
-            let mut fields = line.split(' ');
-            let mnt = fields.nth(4)?;
-            let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
-            (unescape(mnt) == point).then(|| fstype.to_string())
-        })
+    mountinfo.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let mnt = fields.nth(4)?;
+        let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
+        (unescape(mnt) == point).then(|| fstype.to_string())
+    })
 }
 
 fn unescape(s: &str) -> String {

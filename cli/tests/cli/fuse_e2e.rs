@@ -296,3 +296,68 @@ fn fuse_view_comes_back_after_kill9_and_unmounts_lazily_when_busy() {
     assert!(log.contains("unmounted lazily (MNT_DETACH)"), "flashd.log: {log}");
     drop(l);
 }
+
+/// Writes parked at a freeze must not take the threads reads need: with more writers parked
+/// than flashd has FUSE threads (16), a read still answers, and every write lands after
+/// `unfreezeflash`.
+#[test]
+fn fuse_reads_go_on_while_writes_park_at_a_freeze() {
+    let test = "fuse_reads_go_on_while_writes_park_at_a_freeze";
+    if !is_root() || !Path::new("/dev/fuse").exists() {
+        eprintln!("SKIP {test}: needs root and /dev/fuse");
+        return;
+    }
+    const WRITERS: u64 = 20;
+    let mounts = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mnt = mounts.path().join("volumes");
+    let _fuse = FuseDir(mnt.clone());
+    let d = start(home.path(), &mnt);
+    let img: ImageId = IMAGE.parse().unwrap();
+    d.ok(Request::ImageCreate { id: img.clone() });
+    all_ok(d.ok(fb_request(&img, 0, BLOCKS, CapType::Blocks, Sam::Ese, &[0x1000, 0x1001])));
+    let file = mnt.join(IMAGE).join("1000");
+    let out = dscli(home.path(), &["mkflash", "-freeze", "-nocp", "1000:1001"]);
+    assert!(out.contains("CMUC00137I"), "{out}");
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let file = file.clone();
+            std::thread::spawn(move || {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+                f.write_all_at(&[i as u8 + 1; 4096], i * 65536).unwrap();
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(writers.iter().all(|w| !w.is_finished()), "writes were not parked by the freeze");
+    // A read on another thread, so a hang fails the test instead of stopping it.
+    let reader = {
+        let file = file.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            std::fs::File::open(&file).unwrap().read_exact(&mut buf).unwrap();
+        })
+    };
+    let t = std::time::Instant::now();
+    while !reader.is_finished() && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let read_done = reader.is_finished();
+    dscli(home.path(), &["unfreezeflash", "10"]);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(read_done, "a read waited behind {WRITERS} writes parked at a freeze");
+    reader.join().unwrap();
+    let mut f = std::fs::File::open(&file).unwrap();
+    for i in 0..WRITERS {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 4096];
+        f.read_exact_at(&mut buf, i * 65536).unwrap();
+        assert!(buf.iter().all(|&b| b == i as u8 + 1), "write {i} did not land after the thaw");
+    }
+    let _ = f.read(&mut [0u8; 1]);
+    assert_eq!(d.stop(), Some(0));
+}

@@ -12,13 +12,10 @@ use crossbeam_channel::{Sender, unbounded};
 use flashtrack::site::Site;
 use rustix::mount::{UnmountFlags, unmount};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// Threads reading requests from /dev/fuse (each with its own cloned fd). They only decode
-/// and hand I/O to the worker pools, so two keep up with the kernel.
-const READERS: usize = 2;
 
 /// How long shutdown waits for I/O in flight (a write parked at a freeze waits longer).
 const DRAIN: Duration = Duration::from_secs(10);
@@ -51,7 +48,7 @@ impl FuseView {
             fuser::MountOption::NoExec,
             fuser::MountOption::NoAtime,
         ];
-        config.n_threads = Some(READERS);
+        config.n_threads = Some(view::READERS);
         config.clone_fd = true;
         let session = fuser::Session::new(fs, dir, &config)
             .with_context(|| format!("mounting the FUSE view on {} (needs /dev/fuse and root)", dir.display()))?;
@@ -181,9 +178,10 @@ fn unescape(s: &str) -> String {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A fixed pool of threads that run jobs in order of arrival. The queue is unbounded: the
-/// kernel bounds what is in flight (max_background, and one request per blocked caller), and
-/// a fuser thread must never block on a full queue while reads wait behind it.
+/// A fixed pool of threads that run jobs in order of arrival (the writes fuser threads hand
+/// over). The queue is unbounded: the kernel bounds what is in flight (max_background, and
+/// one request per blocked caller), and a fuser thread must never block on a full queue while
+/// reads wait behind it.
 #[derive(Debug)]
 struct Workers {
     tx: Sender<Job>,
@@ -207,6 +205,37 @@ impl Workers {
     fn run(&self, job: impl FnOnce() + Send + 'static) {
         // The receivers live as long as the sender, so this cannot fail while we exist.
         let _ = self.tx.send(Box::new(job));
+    }
+}
+
+/// At most `max` jobs at once run through `try_run` (the writes fuser threads do themselves).
+#[derive(Debug)]
+struct Slots {
+    busy: AtomicUsize,
+    max: usize,
+}
+
+impl Slots {
+    fn new(max: usize) -> Slots {
+        Slots { busy: AtomicUsize::new(0), max }
+    }
+
+    /// Run `job` now if a slot is free (true); false, without running it, if all are taken.
+    fn try_run(&self, job: impl FnOnce()) -> bool {
+        if self.busy.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        // Released also if the job panics, so a panic cannot leak a slot.
+        struct Release<'a>(&'a AtomicUsize);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _release = Release(&self.busy);
+        job();
+        true
     }
 }
 
@@ -277,6 +306,22 @@ mod tests {
         assert_eq!(mount_type(info, "/srv/my vols").as_deref(), Some("fuse.flashtrack"));
         assert_eq!(mount_type(info, "/proc").as_deref(), Some("proc"));
         assert_eq!(mount_type(info, "/srv"), None);
+    }
+
+    #[test]
+    fn slots_run_at_most_max_jobs_at_once_and_free_them_after() {
+        let slots = Slots::new(2);
+        let mut ran = Vec::new();
+        assert!(slots.try_run(|| {
+            ran.push(1);
+            assert!(slots.try_run(|| {
+                ran.push(2);
+                assert!(!slots.try_run(|| panic!("a third job ran while two slots were taken")));
+            }));
+        }));
+        assert_eq!(ran, [1, 2]);
+        assert!(slots.try_run(|| ran.push(3)), "slots were not freed");
+        assert_eq!(slots.busy.load(Ordering::SeqCst), 0);
     }
 
     #[test]

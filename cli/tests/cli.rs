@@ -8,6 +8,8 @@ mod flash_crash;
 mod flash_e2e;
 #[path = "cli/flash_failpoints.rs"]
 mod flash_failpoints;
+#[path = "cli/fuse_e2e.rs"]
+mod fuse_e2e;
 #[path = "cli/golden.rs"]
 mod golden;
 #[path = "cli/hosts_e2e.rs"]

@@ -208,6 +208,11 @@ impl Site {
         crate::flash::wait_work(seen, timeout)
     }
 
+    /// Every storage image's ID (the FUSE view's directories).
+    pub fn image_ids(&self) -> Vec<ImageId> {
+        self.images().keys().cloned().collect()
+    }
+
     /// Every volume's key (NBD export list).
     pub fn volume_keys(&self) -> Vec<VolumeKey> {
         self.images().values().flat_map(|i| i.volumes().map(|v| v.key().clone()).collect::<Vec<_>>()).collect()

@@ -37,6 +37,10 @@ enum Cmd {
         /// copy reads and writes the disk, not the page cache. Host I/O stays buffered.
         #[arg(long, env = "FLASHTRACK_COPY_DIRECT", value_parser = clap::builder::FalseyValueParser::new())]
         copy_direct: bool,
+        /// Show each FB volume as the file DIR/IBM.2107-75FA120/1000 (FUSE; needs root and
+        /// /dev/fuse), e.g. for a loop device. An extension; see the README.
+        #[arg(long, value_name = "DIR")]
+        mount: Option<PathBuf>,
         /// Start a new session (setsid): no controlling terminal, no terminal signals.
         /// dscli uses this when it starts flashd in the background.
         #[arg(long)]
@@ -98,7 +102,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Run { home, nbd_tcp, copy_rate, copy_direct, detach } => {
+        Cmd::Run { home, nbd_tcp, copy_rate, copy_direct, mount, detach } => {
             if detach {
                 // Fails only if we already lead a process group; then we are detached enough.
                 let _ = rustix::process::setsid();
@@ -109,7 +113,15 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--nbd-tcp must be a loopback address (127.0.0.1 or ::1), not {addr}");
             }
             let home = home.unwrap_or_else(daemon::default_home);
-            daemon::run(&daemon::RunOptions { home, nbd_tcp, copy_rate_mib: copy_rate.filter(|&r| r > 0), copy_direct })
+            // Relative to where flashd was started, whatever directory it runs in later.
+            let mount = mount.map(std::path::absolute).transpose().context("--mount")?;
+            daemon::run(&daemon::RunOptions {
+                home,
+                nbd_tcp,
+                copy_rate_mib: copy_rate.filter(|&r| r > 0),
+                copy_direct,
+                mount,
+            })
         }
         Cmd::Image { cmd } => match cmd {
             ImageCmd::Create { home, id } => {

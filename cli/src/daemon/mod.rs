@@ -1,14 +1,15 @@
 //! flashd: the daemon that owns a site home (the HMC of this world).
 //!
 //! Start order (DESIGN.md "Recovery and shutdown"): lock and recover the site (catalogs,
-//! orphans), then open NBD, then the control socket last, so a client that sees
-//! `control.sock` finds everything ready. Host connections' NBD endpoints start with the
-//! site NBD socket and follow the catalogs (`hosts.rs`). Shutdown on SIGTERM/SIGINT or a `Shutdown`
+//! orphans), then open NBD and the FUSE view (`--mount`), then the control socket last, so a
+//! client that sees `control.sock` finds everything ready. Host connections' NBD endpoints
+//! start with the site NBD socket and follow the catalogs (`hosts.rs`). Shutdown on SIGTERM/SIGINT or a `Shutdown`
 //! request: stop accepting, end host sessions, flush volumes, write the clean mark, exit 0;
 //! a second signal exits at once.
 
 mod control;
 mod export;
+mod fuse;
 mod hosts;
 pub mod log;
 
@@ -39,6 +40,8 @@ pub struct RunOptions {
     pub copy_rate_mib: Option<u64>,
     /// Background copies between file backings use O_DIRECT descriptors (extension).
     pub copy_direct: bool,
+    /// Show FB volumes as files under this directory (FUSE, an extension).
+    pub mount: Option<PathBuf>,
 }
 
 /// Why the daemon stops.
@@ -52,6 +55,14 @@ pub enum Stop {
 pub fn run(opts: &RunOptions) -> Result<()> {
     create_home(&opts.home)?;
     log::init(&opts.home)?;
+    if opts.mount.is_some() {
+        // A loop device on a volume file writes back through us: under memory pressure the
+        // kernel must not make this process wait for that same writeback (PR_SET_IO_FLUSHER,
+        // inherited by every thread started after this).
+        if let Err(e) = rustix::process::configure_io_flusher_behavior(true) {
+            tracing::warn!("cannot mark flashd an I/O flusher (PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE): {e}");
+        }
+    }
     let io = flashtrack::io::probe::select().map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(
         "flashd {} starting on {} (io backend {})",
@@ -109,6 +120,14 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     if let Some(m) = opts.copy_rate_mib {
         tracing::info!("background copy limited to {m} MiB/s");
     }
+    let view = match &opts.mount {
+        Some(dir) => {
+            let v = fuse::FuseView::mount(dir, site.clone())?;
+            tracing::info!("FUSE view of FB volumes mounted on {}", v.dir().display());
+            Some(v)
+        }
+        None => None,
+    };
     let ctl_path = opts.home.join(CONTROL_SOCK);
     let ctl = control::Server::start(&ctl_path, site.clone(), hosts.clone(), stop_tx)?;
     tracing::info!("ready: control on {}", ctl_path.display());
@@ -116,6 +135,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let why = wait(&stop_rx);
     tracing::info!("stopping ({why:?})");
     ctl.shutdown();
+    if let Some(v) = view {
+        v.shutdown();
+    }
     nbd.shutdown();
     hosts.stop_all();
     copier.stop();

@@ -25,10 +25,16 @@ impl Daemon {
 
     /// Like `start`, with extra environment for flashd (failpoints, boot ID).
     pub fn start_env(home: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(home, &[], env)
+    }
+
+    /// Like `start_env`, with extra `flashd run` options (e.g. `--mount DIR`).
+    pub fn start_with(home: &Path, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("test-stderr.log")).unwrap();
         let child = Command::new(flashd_bin())
             .args(["run", "--home"])
             .arg(home)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -12,5 +12,7 @@ mod flash_failpoints;
 mod golden;
 #[path = "cli/killnine.rs"]
 mod killnine;
+#[path = "cli/nbd_e2e.rs"]
+mod nbd_e2e;
 #[path = "cli/site_proc.rs"]
 mod site_proc;

@@ -131,4 +131,26 @@ mod tests {
         assert_eq!(s[1].kind, ContextKind::DirtyBitmap("1000-1001.tgt".into()));
         assert!(matches!(select(&o, &q(&["base:allocation", "nocolon"])), Err(QueryError::Invalid(_))));
     }
+
+    #[test]
+    fn too_many_selected_is_too_big() {
+        let names: Vec<String> =
+            (0..=proto::MAX_CONTEXTS).map(|i| format!("{}{i:04X}-1001.src", proto::DIRTY_BITMAP_PREFIX)).collect();
+        let o = ctx(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(select(&o, &names), Err(QueryError::TooBig));
+        assert_eq!(select(&o, &names[..proto::MAX_CONTEXTS]).unwrap().len(), proto::MAX_CONTEXTS);
+        // LIST has no such limit: it only names what exists.
+        assert_eq!(list(&o, &q(&["qemu:dirty-bitmap:"])).unwrap().len(), proto::MAX_CONTEXTS + 1);
+    }
+
+    #[test]
+    fn offered_names_and_ids() {
+        let e = crate::nbd::tests::MemExport::new(4096, false);
+        let o = offered(&e);
+        assert_eq!(
+            o.iter().map(|c| (c.id, c.name.as_str())).collect::<Vec<_>>(),
+            vec![(1, "base:allocation"), (2, "qemu:dirty-bitmap:mem.dirty")]
+        );
+        assert_eq!(o[1].kind, ContextKind::DirtyBitmap("mem.dirty".into()));
+    }
 }

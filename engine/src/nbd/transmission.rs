@@ -9,7 +9,9 @@
 //!
 //! Stages, each a function here: [`read_requests`] (framing + [`validate`]), [`execute`]
 //! (one [`Op`] against the [`Export`], producing an [`Outcome`]), [`write_replies`] (encoding).
-//! Only the writer knows the wire form of a reply: with structured replies agreed it sends
+//! A request that must be refused without running (validation, or a session ended by the
+//! server, which replies `ESHUTDOWN`) becomes an [`Outcome::Error`] sent straight to the writer
+//! from [`read_requests`]. Only the writer knows the wire form of a reply: with structured replies agreed it sends
 //! READ data as one `OFFSET_DATA` chunk flagged DONE (a zero-length read: `NONE`), block
 //! status as one `BLOCK_STATUS` chunk per selected context then `NONE`, and every error as an
 //! `ERROR` chunk with a message; other successes stay 16-byte simple replies (the spec allows

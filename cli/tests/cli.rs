@@ -16,5 +16,7 @@ mod golden;
 mod hosts_e2e;
 #[path = "cli/killnine.rs"]
 mod killnine;
+#[path = "cli/nbd_e2e.rs"]
+mod nbd_e2e;
 #[path = "cli/site_proc.rs"]
 mod site_proc;

@@ -1,9 +1,20 @@
 //! The site's volumes as NBD exports: the seam between the NBD server and the engine.
-//! Every host byte goes through `Volume`'s methods (the intercept's front door).
+//! Every host byte goes through the image's intercept (`ImageFlash`).
+//!
+//! Block status: `base:allocation` is `ImageFlash::allocation` (holes of a sparse file, the
+//! source's allocation for a target's uncopied tracks; a device region is all data). Each
+//! recording relationship (`mkflash -record`) the volume takes part in is offered as two
+//! dirty bitmaps, `qemu:dirty-bitmap:<source>-<target>.src` and `.tgt` (volume ids in the
+//! DS CLI's four hex digits, e.g. `1000-1001.src`), 64 KiB granule (one track), dirty = 1.
+//! The name is looked up at every query: after `resyncflash` the bitmaps restart empty, and
+//! once the relationship is withdrawn a query fails (EINVAL with a message).
+//! `NBD_CMD_CACHE` is readahead on a file backing, a validated no-op on a device region.
 
 use flashtrack::flash::ImageFlash;
-use flashtrack::id::VolumeKey;
-use flashtrack::nbd::{Export, ExportCatalog};
+use flashtrack::flash::status::{Side, Span};
+use flashtrack::id::{VolumeId, VolumeKey};
+use flashtrack::nbd::proto::{STATE_DIRTY, STATE_HOLE, STATE_ZERO};
+use flashtrack::nbd::{Export, ExportCatalog, Extent};
 use flashtrack::site::Site;
 use flashtrack::volume::{SessionGuard, Volume};
 use std::io;
@@ -69,4 +80,54 @@ impl Export for VolumeExport {
     fn write_zeroes(&self, offset: u64, len: u64, may_trim: bool) -> io::Result<()> {
         self.flash.write_zeroes(&self.vol, offset, len, may_trim)
     }
+    fn cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.cache_range(offset, len)
+    }
+    fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        let spans = self.flash.allocation(&self.vol, offset, len)?;
+        Ok(extents(spans, 0, STATE_HOLE | STATE_ZERO))
+    }
+    fn dirty_bitmaps(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (s, t) in self.flash.recordings(&self.vol) {
+            out.push(format!("{s}-{t}.src"));
+            out.push(format!("{s}-{t}.tgt"));
+        }
+        out
+    }
+    fn dirty_extents(&self, leaf: &str, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        let gone = || io::Error::new(io::ErrorKind::InvalidInput, format!("no recording relationship for {leaf}"));
+        let (s, t, side) = Self::parse_leaf(leaf).ok_or_else(gone)?;
+        let spans = self.flash.changes(s, t, side, offset, len).ok_or_else(gone)??;
+        Ok(extents(spans, STATE_DIRTY, 0))
+    }
+}
+
+impl VolumeExport {
+    /// Parses a dirty-bitmap leaf `SSSS-TTTT.src|.tgt` (the name this export offers).
+    fn parse_leaf(leaf: &str) -> Option<(VolumeId, VolumeId, Side)> {
+        let (pair, side) = leaf.rsplit_once('.')?;
+        let side = match side {
+            "src" => Side::Source,
+            "tgt" => Side::Target,
+            _ => return None,
+        };
+        let (s, t) = pair.split_once('-')?;
+        let id = |x: &str| (x.len() == 4).then(|| u16::from_str_radix(x, 16).ok()).flatten().map(VolumeId);
+        Some((id(s)?, id(t)?, side))
+    }
+
+    fn cache_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.vol.readahead(offset, len)?;
+        // A target's uncopied tracks are read from the source: warm that too.
+        if let Some(rel) = self.flash.roles(self.vol.handle()).as_target {
+            rel.source.readahead(offset, len)?;
+        }
+        Ok(())
+    }
+}
+
+/// Spans as NBD extents: `set` flags where the span is set, `clear` where not.
+fn extents(spans: Vec<Span>, set: u32, clear: u32) -> Vec<Extent> {
+    spans.into_iter().map(|s| Extent { len: s.len, flags: if s.set { set } else { clear } }).collect()
 }

@@ -18,7 +18,7 @@ use flashtrack::error::{Error, ErrorKind};
 use flashtrack::id::{HostId, ImageId, VolumeKey};
 use flashtrack::image::hosts::{Endpoint, HOSTS_DIR};
 use flashtrack::image::sessions::{HostSession, REVOKE_GRACE};
-use flashtrack::nbd::{Export, ExportCatalog, ServerHandle};
+use flashtrack::nbd::{Export, ExportCatalog, Extent, ServerHandle};
 use flashtrack::site::Site;
 use std::collections::HashMap;
 use std::io;
@@ -234,6 +234,21 @@ impl Export for HostVolumeExport {
     fn write_zeroes(&self, offset: u64, len: u64, may_trim: bool) -> io::Result<()> {
         let _running = self.session.enter()?;
         self.inner.write_zeroes(offset, len, may_trim)
+    }
+    fn cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _running = self.session.enter()?;
+        self.inner.cache(offset, len)
+    }
+    fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        let _running = self.session.enter()?;
+        self.inner.allocation(offset, len)
+    }
+    fn dirty_bitmaps(&self) -> Vec<String> {
+        self.inner.dirty_bitmaps()
+    }
+    fn dirty_extents(&self, leaf: &str, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        let _running = self.session.enter()?;
+        self.inner.dirty_extents(leaf, offset, len)
     }
     fn attach_disconnect(&self, disconnect: Box<dyn Fn() + Send + Sync>) {
         self.session.attach_disconnect(disconnect);

@@ -105,6 +105,15 @@ fn a_host_connection_lists_and_opens_only_its_group() {
         assert!(out.status.success(), "nbdinfo: {text}{}", String::from_utf8_lossy(&out.stderr));
         assert!(text.contains(&export(0x1000)) && text.contains(&export(0x1001)), "{text}");
         assert!(!text.contains(&export(0x1002)) && !text.contains(&export(0x1003)), "{text}");
+        // Block status works through a host connection too: the 4 KiB written above is
+        // data, the rest of the (sparse) volume a hole.
+        let uri = format!("nbd+unix:///{}?socket={}", export(0x1000), sock.display());
+        let out = Command::new("nbdinfo").args(["--map", &uri]).output().unwrap();
+        let map = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "nbdinfo --map: {map}{}", String::from_utf8_lossy(&out.stderr));
+        let first = map.lines().next().unwrap_or_default();
+        assert!(first.split_whitespace().nth(2) == Some("0"), "the first extent is data: {map}");
+        assert!(map.contains("hole"), "the unwritten rest is a hole: {map}");
     }
     // A loopback TCP endpoint (-nbdport) serves the same way; a taken port is refused.
     let port = free_port();

@@ -45,7 +45,7 @@ impl Change<'_> {
 }
 
 /// Tracks touched by `[offset, offset+len)` on `vol`, clamped to the volume.
-fn tracks(vol: &Volume, offset: u64, len: u64) -> Range<u32> {
+pub(super) fn tracks(vol: &Volume, offset: u64, len: u64) -> Range<u32> {
     let r = Geometry::tracks_of(offset, len);
     let max = vol.geometry().tracks().min(u32::MAX as u64) as u32;
     r.start.min(max)..r.end.min(max)
@@ -66,7 +66,7 @@ impl ImageFlash {
 
     /// Lock what an I/O on `vol`'s `tracks` needs, given the relationships at that moment;
     /// retry if they changed while we waited.
-    fn lock_for(&self, vol: &Volume, tracks: &Range<u32>) -> (LockGuard<'_>, Roles) {
+    pub(super) fn lock_for(&self, vol: &Volume, tracks: &Range<u32>) -> (LockGuard<'_>, Roles) {
         loop {
             let generation = self.generation();
             let roles = self.roles(vol.handle());

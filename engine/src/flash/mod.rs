@@ -21,6 +21,7 @@ pub mod mutant;
 pub mod persist;
 pub mod relationship;
 pub mod revert;
+pub mod status;
 
 use crate::bitmap::TrackBitmap;
 use crate::volume::Volume;

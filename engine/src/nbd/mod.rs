@@ -11,10 +11,13 @@
 //! slashes: empty host, then `/` + name) and `nbd://127.0.0.1:10809/IBM.2107-75FA120/1000`.
 
 pub mod client;
+pub mod context;
 pub mod handshake;
 pub mod proto;
 pub mod transmission;
 
+#[cfg(test)]
+mod status_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -57,6 +60,35 @@ pub trait Export: Send + Sync {
     /// are answered, then the socket closes. An export whose access can be withdrawn (a
     /// host connection's) keeps it and answers `ESHUTDOWN` meanwhile; others ignore it.
     fn attach_disconnect(&self, _disconnect: Box<dyn Fn() + Send + Sync>) {}
+    /// `NBD_CMD_CACHE`: the client will read `[offset, offset+len)` soon. A hint only: it
+    /// must not change what any read returns. The default does nothing.
+    fn cache(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// `base:allocation` of `[offset, offset+len)`: consecutive extents from `offset`
+    /// (flags [`proto::STATE_HOLE`] / [`proto::STATE_ZERO`]). They may cover less than `len`
+    /// (the client asks again) but not more than the export. A hole/zero must never be
+    /// reported where a read returns nonzero bytes. The default reports all data.
+    fn allocation(&self, _offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        Ok(vec![Extent { len, flags: 0 }])
+    }
+    /// Leaf names of the dirty bitmaps offered as `qemu:dirty-bitmap:<leaf>` contexts.
+    fn dirty_bitmaps(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Extents of dirty bitmap `leaf` over `[offset, offset+len)` ([`proto::STATE_DIRTY`]
+    /// where set), with the same rules as [`Export::allocation`]. An error when the bitmap
+    /// is gone (for example its relationship was withdrawn after the client selected it).
+    fn dirty_extents(&self, leaf: &str, _offset: u64, _len: u64) -> io::Result<Vec<Extent>> {
+        Err(io::Error::new(io::ErrorKind::NotFound, format!("no dirty bitmap {leaf:?}")))
+    }
+}
+
+/// One block-status extent: `len` bytes with `flags` (the meaning depends on the context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub len: u64,
+    pub flags: u32,
 }
 
 /// The exports a server offers.
@@ -291,7 +323,7 @@ fn run_connection(mut conn: Conn, cfg: &Server, catalog: &dyn ExportCatalog) -> 
     conn.set_read_timeout(None)?;
     let closer = conn.try_clone()?;
     session.export.attach_disconnect(Box::new(move || closer.shutdown_read()));
-    transmission::serve(conn, session.export, cfg.workers, cfg.queue_depth)
+    transmission::serve(conn, &session, cfg.workers, cfg.queue_depth)
 }
 
 impl ServerHandle {

@@ -115,7 +115,7 @@ pub const CMD_FLAG_DF: u16 = 1 << 2;
 pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
 pub const CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
 
-// Structured reply chunks (encoded here for later use; v1 never negotiates them).
+// Structured reply chunks (negotiated with `NBD_OPT_STRUCTURED_REPLY`).
 pub const REPLY_FLAG_DONE: u16 = 1 << 0;
 pub const REPLY_TYPE_NONE: u16 = 0;
 pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
@@ -123,6 +123,19 @@ pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
 pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
 pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
 pub const REPLY_TYPE_ERROR_OFFSET: u16 = (1 << 15) + 2;
+
+// Block status flags of `base:allocation` and of qemu's dirty bitmaps.
+pub const STATE_HOLE: u32 = 1 << 0;
+pub const STATE_ZERO: u32 = 1 << 1;
+/// `qemu:dirty-bitmap:*`: the extent is dirty (its bit is set).
+pub const STATE_DIRTY: u32 = 1 << 0;
+
+// Metadata context names.
+pub const CONTEXT_ALLOCATION: &str = "base:allocation";
+/// Prefix of the dirty-bitmap contexts (qemu's registered namespace, `docs/interop/nbd.rst`).
+pub const DIRTY_BITMAP_PREFIX: &str = "qemu:dirty-bitmap:";
+/// Length of one block-status descriptor (length + flags).
+pub const DESCRIPTOR_LEN: usize = 8;
 
 // Error values allowed on the wire (they happen to equal Linux errno values).
 pub const EPERM: u32 = 1;
@@ -140,8 +153,14 @@ pub const ESHUTDOWN: u32 = 108;
 pub const MAX_OPTION_LEN: u32 = 4096;
 /// Largest READ/WRITE/... payload accepted; also the advertised maximum block size.
 pub const MAX_PAYLOAD: u32 = 32 << 20;
-/// Advertised preferred block size.
-pub const PREFERRED_BLOCK_SIZE: u32 = 4096;
+/// Advertised preferred block size: one FB track, the unit of copy-on-write and recording, so
+/// a write of this size never fills a partial target track first.
+pub const PREFERRED_BLOCK_SIZE: u32 = 64 << 10;
+/// Most descriptors in one block-status chunk; a client asks again for the rest (the spec
+/// allows a short answer). 64 Ki descriptors = 512 KiB of reply.
+pub const MAX_DESCRIPTORS: usize = 64 << 10;
+/// Most metadata contexts one `SET_META_CONTEXT` may select (`NBD_REP_ERR_TOO_BIG` beyond).
+pub const MAX_CONTEXTS: usize = 64;
 /// Longest export name or string (the spec's MUST limit).
 pub const MAX_STRING_LEN: usize = 4096;
 
@@ -412,6 +431,66 @@ pub fn decode_rep_server(b: &[u8]) -> Result<String, DecodeError> {
     utf8(r.take(n)?)
 }
 
+/// Payload of `NBD_OPT_LIST_META_CONTEXT` / `NBD_OPT_SET_META_CONTEXT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaContextRequest {
+    pub export: String,
+    pub queries: Vec<String>,
+}
+
+pub fn encode_meta_context_request(export: &str, queries: &[&str]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 + export.len() + queries.iter().map(|q| 4 + q.len()).sum::<usize>());
+    b.extend_from_slice(&u32::try_from(export.len()).unwrap_or(u32::MAX).to_be_bytes());
+    b.extend_from_slice(export.as_bytes());
+    b.extend_from_slice(&u32::try_from(queries.len()).unwrap_or(u32::MAX).to_be_bytes());
+    for q in queries {
+        b.extend_from_slice(&u32::try_from(q.len()).unwrap_or(u32::MAX).to_be_bytes());
+        b.extend_from_slice(q.as_bytes());
+    }
+    b
+}
+
+pub fn decode_meta_context_request(b: &[u8]) -> Result<MetaContextRequest, DecodeError> {
+    let mut r = Reader::new(b);
+    let name_len = r.u32()? as usize;
+    if name_len > MAX_STRING_LEN {
+        return Err(DecodeError::Malformed("export name too long"));
+    }
+    let export = utf8(r.take(name_len)?)?;
+    let n = r.u32()? as usize;
+    // Each query takes at least 4 bytes, so a count the payload cannot hold is malformed
+    // before anything is allocated for it.
+    if n > r.rest().len() / 4 {
+        return Err(DecodeError::Malformed("more queries than the option holds"));
+    }
+    let mut queries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.u32()? as usize;
+        if len > MAX_STRING_LEN {
+            return Err(DecodeError::Malformed("query too long"));
+        }
+        queries.push(utf8(r.take(len)?)?);
+    }
+    if !r.rest().is_empty() {
+        return Err(DecodeError::Malformed("trailing bytes after queries"));
+    }
+    Ok(MetaContextRequest { export, queries })
+}
+
+/// `NBD_REP_META_CONTEXT` payload: context id + name.
+pub fn encode_rep_meta_context(id: u32, name: &str) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + name.len());
+    b.extend_from_slice(&id.to_be_bytes());
+    b.extend_from_slice(name.as_bytes());
+    b
+}
+
+pub fn decode_rep_meta_context(b: &[u8]) -> Result<(u32, String), DecodeError> {
+    let mut r = Reader::new(b);
+    let id = r.u32()?;
+    Ok((id, utf8(r.rest())?))
+}
+
 // --- Transmission encode/decode ---------------------------------------------------------------
 
 /// One request header (compact form).
@@ -518,6 +597,80 @@ pub fn encode_chunk_error(cookie: u64, error: u32, message: &str) -> Vec<u8> {
 /// The final `NBD_REPLY_TYPE_NONE` chunk.
 pub fn encode_chunk_none(cookie: u64) -> [u8; CHUNK_HEADER_LEN] {
     encode_chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, cookie, 0)
+}
+
+/// One structured reply chunk header (client side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHeader {
+    pub flags: u16,
+    pub ty: u16,
+    pub cookie: u64,
+    pub length: u32,
+}
+
+pub fn decode_chunk_header(b: &[u8]) -> Result<ChunkHeader, DecodeError> {
+    let mut r = Reader::new(b);
+    let m = r.u32()?;
+    if m != STRUCTURED_REPLY_MAGIC {
+        return Err(DecodeError::BadMagic { got: u64::from(m) });
+    }
+    Ok(ChunkHeader { flags: r.u16()?, ty: r.u16()?, cookie: r.u64()?, length: r.u32()? })
+}
+
+/// Reads the 4-byte magic that starts every reply, so a client can tell simple from
+/// structured before decoding the rest.
+pub fn reply_magic(b: &[u8]) -> Result<u32, DecodeError> {
+    Reader::new(b).u32()
+}
+
+/// Appends one complete `NBD_REPLY_TYPE_BLOCK_STATUS` chunk: context id and descriptors
+/// (length, flags). `None` if there are no descriptors or the chunk would not fit 32 bits.
+pub fn encode_chunk_block_status(
+    out: &mut Vec<u8>,
+    flags: u16,
+    cookie: u64,
+    context: u32,
+    descriptors: &[(u32, u32)],
+) -> Option<()> {
+    if descriptors.is_empty() {
+        return None;
+    }
+    let len = u32::try_from(4 + DESCRIPTOR_LEN * descriptors.len()).ok()?;
+    out.extend_from_slice(&encode_chunk_header(flags, REPLY_TYPE_BLOCK_STATUS, cookie, len));
+    out.extend_from_slice(&context.to_be_bytes());
+    for (length, status) in descriptors {
+        out.extend_from_slice(&length.to_be_bytes());
+        out.extend_from_slice(&status.to_be_bytes());
+    }
+    Some(())
+}
+
+/// Payload of a block-status chunk: context id and descriptors.
+pub fn decode_block_status(b: &[u8]) -> Result<(u32, Vec<(u32, u32)>), DecodeError> {
+    let mut r = Reader::new(b);
+    let context = r.u32()?;
+    let rest = r.rest();
+    if rest.is_empty() || !rest.len().is_multiple_of(DESCRIPTOR_LEN) {
+        return Err(DecodeError::Malformed("block status payload is not whole descriptors"));
+    }
+    let mut out = Vec::with_capacity(rest.len() / DESCRIPTOR_LEN);
+    for _ in 0..rest.len() / DESCRIPTOR_LEN {
+        let length = r.u32()?;
+        if length == 0 {
+            return Err(DecodeError::Malformed("zero-length block status descriptor"));
+        }
+        out.push((length, r.u32()?));
+    }
+    Ok((context, out))
+}
+
+/// Payload of an error chunk: error value and message.
+pub fn decode_chunk_error(b: &[u8]) -> Result<(u32, String), DecodeError> {
+    let mut r = Reader::new(b);
+    let error = r.u32()?;
+    let n = usize::from(r.u16()?);
+    let msg = r.take(n)?;
+    Ok((error, String::from_utf8_lossy(msg).into_owned()))
 }
 
 /// Maps an I/O error to an NBD error value. Unknown errors become `EIO`.

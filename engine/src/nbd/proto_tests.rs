@@ -109,7 +109,7 @@ fn info_replies_round_trip() {
     assert_eq!(decode_info(&e), Ok(Info::Export { size: 1 << 40, tflags: 5 }));
     let bs = encode_info_block_size(512, PREFERRED_BLOCK_SIZE, MAX_PAYLOAD);
     assert_eq!(bs.len(), 14);
-    assert_eq!(decode_info(&bs), Ok(Info::BlockSize { min: 512, preferred: 4096, max: 32 << 20 }));
+    assert_eq!(decode_info(&bs), Ok(Info::BlockSize { min: 512, preferred: 64 << 10, max: 32 << 20 }));
     let n = encode_info_name("a/b");
     assert_eq!(decode_info(&n), Ok(Info::Name("a/b".into())));
     assert_eq!(decode_info(&[0, 2, 1, 2]), Ok(Info::Other(INFO_DESCRIPTION)));
@@ -214,4 +214,69 @@ fn errno_mapping() {
     assert_eq!(kind(io::ErrorKind::Other), EIO);
     assert_eq!(io_from_errno(EPERM).raw_os_error(), Some(1));
     assert_eq!(io_from_errno(u32::MAX).raw_os_error(), None);
+}
+
+#[test]
+fn meta_context_request_round_trip_and_malformed() {
+    let b = encode_meta_context_request("vol", &["base:allocation", "qemu:dirty-bitmap:1000-1001.src"]);
+    let r = decode_meta_context_request(&b).unwrap();
+    assert_eq!(r.export, "vol");
+    assert_eq!(r.queries, vec!["base:allocation", "qemu:dirty-bitmap:1000-1001.src"]);
+    assert_eq!(decode_meta_context_request(&encode_meta_context_request("", &[])).unwrap().queries.len(), 0);
+    // Every truncation is an error, never a panic.
+    for n in 0..b.len() {
+        assert!(decode_meta_context_request(&b[..n]).is_err(), "prefix {n}");
+    }
+    let mut trailing = b.clone();
+    trailing.push(0);
+    assert!(decode_meta_context_request(&trailing).is_err());
+    // A huge query count is refused before any allocation.
+    let mut huge = encode_meta_context_request("v", &[]);
+    let at = huge.len() - 4;
+    huge[at..].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert_eq!(decode_meta_context_request(&huge), Err(DecodeError::Malformed("more queries than the option holds")));
+    let mut bad_utf8 = encode_meta_context_request("v", &["ab"]);
+    let last = bad_utf8.len() - 1;
+    bad_utf8[last] = 0xff;
+    assert!(decode_meta_context_request(&bad_utf8).is_err());
+    let long = "q".repeat(MAX_STRING_LEN + 1);
+    assert!(decode_meta_context_request(&encode_meta_context_request(&long, &[])).is_err());
+    assert!(decode_meta_context_request(&encode_meta_context_request("v", &[long.as_str()])).is_err());
+}
+
+#[test]
+fn meta_context_reply_round_trip() {
+    let b = encode_rep_meta_context(7, "base:allocation");
+    assert_eq!(&b[..4], &[0, 0, 0, 7]);
+    assert_eq!(decode_rep_meta_context(&b), Ok((7, "base:allocation".into())));
+    assert!(decode_rep_meta_context(&b[..3]).is_err());
+}
+
+#[test]
+fn block_status_chunk_bytes_and_round_trip() {
+    let mut out = Vec::new();
+    encode_chunk_block_status(&mut out, 0, 9, 2, &[(65536, STATE_HOLE | STATE_ZERO), (512, 0)]).unwrap();
+    assert_eq!(out.len(), CHUNK_HEADER_LEN + 4 + 16);
+    let h = decode_chunk_header(&out).unwrap();
+    assert_eq!(h, ChunkHeader { flags: 0, ty: REPLY_TYPE_BLOCK_STATUS, cookie: 9, length: 20 });
+    let (ctx, d) = decode_block_status(&out[CHUNK_HEADER_LEN..]).unwrap();
+    assert_eq!((ctx, d), (2, vec![(65536, 3), (512, 0)]));
+    assert!(encode_chunk_block_status(&mut out, 0, 9, 2, &[]).is_none());
+    // Payloads that are not whole descriptors, or hold a zero length, are malformed.
+    assert!(decode_block_status(&[0, 0, 0, 1]).is_err());
+    assert!(decode_block_status(&[0, 0, 0, 1, 0, 0, 0, 8, 0]).is_err());
+    assert!(decode_block_status(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+    let mut bad = out.clone();
+    bad[0] ^= 1;
+    assert!(matches!(decode_chunk_header(&bad), Err(DecodeError::BadMagic { .. })));
+    assert!(decode_chunk_header(&out[..CHUNK_HEADER_LEN - 1]).is_err());
+}
+
+#[test]
+fn error_chunk_round_trip() {
+    let b = encode_chunk_error(3, EINVAL, "range past the end");
+    assert_eq!(reply_magic(&b), Ok(STRUCTURED_REPLY_MAGIC));
+    let (e, msg) = decode_chunk_error(&b[CHUNK_HEADER_LEN..]).unwrap();
+    assert_eq!((e, msg.as_str()), (EINVAL, "range past the end"));
+    assert!(decode_chunk_error(&b[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + 8]).is_err());
 }

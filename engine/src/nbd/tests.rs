@@ -3,8 +3,8 @@
 
 use super::client::{self, Client, Endpoint, Request};
 use super::proto::{self, RequestHeader};
-use super::{Export, ExportCatalog, ListenAddr, Server, ServerHandle};
-use std::collections::BTreeMap;
+use super::{Export, ExportCatalog, Extent, ListenAddr, Server, ServerHandle};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,7 +28,18 @@ pub(super) struct MemExport {
     pub fua_writes: AtomicUsize,
     /// Arms the trap offsets (off by default so whole-export readers like qemu-img work).
     pub traps: AtomicBool,
+    /// 64 KiB granules written since creation: the dirty bitmap [`MEM_BITMAP`].
+    pub written: Mutex<BTreeSet<u64>>,
+    /// The dirty bitmap is gone (as when its relationship is withdrawn).
+    pub bitmap_gone: AtomicBool,
+    /// (offset, len) of every cache hint.
+    pub cached: Mutex<Vec<(u64, u64)>>,
 }
+
+/// Leaf name of MemExport's dirty bitmap.
+pub(super) const MEM_BITMAP: &str = "mem.dirty";
+/// Granule of MemExport's allocation and dirty bitmap.
+pub(super) const GRANULE: u64 = 64 << 10;
 
 impl MemExport {
     pub fn new(size: usize, read_only: bool) -> Self {
@@ -40,6 +51,9 @@ impl MemExport {
             zeroes: Mutex::new(Vec::new()),
             fua_writes: AtomicUsize::new(0),
             traps: AtomicBool::new(false),
+            written: Mutex::new(BTreeSet::new()),
+            bitmap_gone: AtomicBool::new(false),
+            cached: Mutex::new(Vec::new()),
         }
     }
 }
@@ -71,6 +85,8 @@ impl Export for MemExport {
         if fua {
             self.fua_writes.fetch_add(1, Ordering::Relaxed);
         }
+        let end = offset + data.len() as u64;
+        self.written.lock().unwrap().extend(offset / GRANULE..end.div_ceil(GRANULE));
         self.data.lock().unwrap()[range(offset, data.len())].copy_from_slice(data);
         Ok(())
     }
@@ -91,6 +107,43 @@ impl Export for MemExport {
     fn read_only(&self) -> bool {
         self.read_only
     }
+    fn cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.cached.lock().unwrap().push((offset, len));
+        Ok(())
+    }
+    /// All-zero granules are holes; a granule-sized extent each (the server merges them).
+    fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        let data = self.data.lock().unwrap();
+        Ok(granules(offset, len, |g| {
+            let r = range(g * GRANULE, GRANULE as usize);
+            let r = r.start..r.end.min(data.len());
+            if data[r].iter().all(|&b| b == 0) { proto::STATE_HOLE | proto::STATE_ZERO } else { 0 }
+        }))
+    }
+    fn dirty_bitmaps(&self) -> Vec<String> {
+        if self.bitmap_gone.load(Ordering::Relaxed) { Vec::new() } else { vec![MEM_BITMAP.to_owned()] }
+    }
+    fn dirty_extents(&self, leaf: &str, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        if leaf != MEM_BITMAP || self.bitmap_gone.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bitmap {leaf} is gone")));
+        }
+        let w = self.written.lock().unwrap();
+        Ok(granules(offset, len, |g| if w.contains(&g) { proto::STATE_DIRTY } else { 0 }))
+    }
+}
+
+/// One extent per 64 KiB granule touched by `[offset, offset+len)`, clipped to the range.
+fn granules(offset: u64, len: u64, flags: impl Fn(u64) -> u32) -> Vec<Extent> {
+    let end = offset + len;
+    let mut out = Vec::new();
+    let mut at = offset;
+    while at < end {
+        let g = at / GRANULE;
+        let stop = ((g + 1) * GRANULE).min(end);
+        out.push(Extent { len: stop - at, flags: flags(g) });
+        at = stop;
+    }
+    out
 }
 
 /// A fixed set of named exports.
@@ -310,7 +363,7 @@ fn pipelined_eight_threads() {
 // --- Raw sockets: malformed input ----------------------------------------------------------------
 
 /// A raw connection that has completed the handshake with OPT_GO on `name`.
-fn raw_go(ep: &Endpoint, name: &str) -> UnixStream {
+pub(super) fn raw_go(ep: &Endpoint, name: &str) -> UnixStream {
     let Endpoint::Unix(p) = ep else { panic!() };
     let mut s = UnixStream::connect(p).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -333,19 +386,19 @@ fn raw_go(ep: &Endpoint, name: &str) -> UnixStream {
     }
 }
 
-fn req(s: &mut UnixStream, command: u16, flags: u16, cookie: u64, offset: u64, length: u32) {
+pub(super) fn req(s: &mut UnixStream, command: u16, flags: u16, cookie: u64, offset: u64, length: u32) {
     let h = RequestHeader { flags, command, cookie, offset, length };
     s.write_all(&proto::encode_request(&h)).unwrap();
 }
 
-fn reply(s: &mut UnixStream) -> proto::SimpleReply {
+pub(super) fn reply(s: &mut UnixStream) -> proto::SimpleReply {
     let mut b = [0u8; 16];
     s.read_exact(&mut b).unwrap();
     proto::decode_simple_reply(&b).unwrap()
 }
 
 /// True when the server closed the connection (EOF or reset).
-fn closed(s: &mut UnixStream) -> bool {
+pub(super) fn closed(s: &mut UnixStream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.read(&mut b), Ok(0) | Err(_))
 }

@@ -531,6 +531,42 @@ impl Backing {
         }
     }
 
+    /// Allocation of `[offset, offset+len)` as runs of (bytes, allocated), in order: holes
+    /// found with SEEK_DATA / SEEK_HOLE on a file (a hole reads zero); a device region is
+    /// all allocated (it has no holes to ask about). Stops after `max_runs` runs, leaving
+    /// the rest of the range out (callers ask again from where the answer ends).
+    pub fn allocation(&self, offset: u64, len: u64, max_runs: usize) -> io::Result<Vec<(u64, bool)>> {
+        self.check(offset, len)?;
+        let Place::File { file, .. } = &self.place else { return Ok(vec![(len, true)]) };
+        let end = offset + len;
+        let mut out = Vec::new();
+        let mut at = offset;
+        while at < end && out.len() < max_runs {
+            let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(at)) {
+                Ok(d) => d.clamp(at, end),
+                // ENXIO: no data at or after `at`.
+                Err(rustix::io::Errno::NXIO) => end,
+                Err(e) => return Err(e.into()),
+            };
+            if data > at {
+                out.push((data - at, false));
+                at = data;
+                continue;
+            }
+            let hole = match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(at)) {
+                Ok(h) => h.min(end),
+                Err(rustix::io::Errno::NXIO) => end,
+                Err(e) => return Err(e.into()),
+            };
+            // `hole == at` only if the data was punched between the two calls: look again.
+            if hole > at {
+                out.push((hole - at, true));
+                at = hole;
+            }
+        }
+        Ok(out)
+    }
+
     /// Make written data durable (fdatasync of the file or device).
     pub fn sync(&self, io: &dyn IoEngine) -> io::Result<()> {
         match &self.place {

@@ -154,6 +154,22 @@ impl Volume {
         if may_trim { self.backing.punch(&*self.io, offset, len) } else { self.backing.zero(&*self.io, offset, len) }
     }
 
+    /// Allocation of `[offset, offset+len)` as runs of (bytes, allocated) from the backing
+    /// (see [`Backing::allocation`]); at most `max_runs` runs.
+    pub fn allocation(&self, offset: u64, len: u64, max_runs: usize) -> io::Result<Vec<(u64, bool)>> {
+        self.check(offset, len)?;
+        self.backing.allocation(offset, len, max_runs)
+    }
+
+    /// Readahead hint for `[offset, offset+len)` (`posix_fadvise(WILLNEED)`) on a file
+    /// backing; nothing on a device region, whose O_DIRECT I/O bypasses the page cache.
+    pub fn readahead(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(offset, len)?;
+        let Some(fd) = self.backing.file_fd() else { return Ok(()) };
+        let len = std::num::NonZeroU64::new(len);
+        rustix::fs::fadvise(fd, offset, len, rustix::fs::Advice::WillNeed).map_err(io::Error::from)
+    }
+
     /// Copy several runs of tracks to the same tracks of `dst` with all of them in flight at
     /// once: one linked read -> write pair per run, submitted as one batch (io_uring runs
     /// them concurrently, so scattered increments are not copied at queue depth 1). A run

@@ -8,6 +8,10 @@
 //! backend, the fault-injecting engine of the tests) each run is copied with blocking calls
 //! through the volumes' engine. Both go through the same loop ([`ImageFlash::copy_some`]).
 //!
+//! Host I/O comes first: while hosts read or write the image, a thread keeps only
+//! [`HOST_YIELD_DEPTH`] runs in flight, so a host's copy-on-write reads do not queue behind
+//! a full copier queue.
+//!
 //! Locks and the barrier: a run's locks are held until its copy completes. Before a copier
 //! waits for a lock it does not get at once, it drains its own runs in flight (releasing
 //! their locks): a barrier waiting for those locks (resync, withdraw) could otherwise wait
@@ -33,6 +37,11 @@ pub const BATCH_TRACKS: u32 = 256;
 /// Runs in flight per copier thread on io_uring. The virtio disk of the team's machine
 /// peaks at queue depth 32 to 64 (machine.md); two threads at 32 reach it.
 pub const STREAM_DEPTH: usize = 32;
+/// Runs in flight per copier thread while hosts do I/O on the image (seen within
+/// [`HOST_QUIET_MS`]): the copier yields most of the device to them.
+pub const HOST_YIELD_DEPTH: usize = 1;
+/// How recent a host I/O must be for the copier to yield.
+pub const HOST_QUIET_MS: u64 = 20;
 
 const _: () = assert!(RUN_TRACKS as u64 * TRACK_BYTES <= SLOT_BYTES as u64);
 
@@ -211,7 +220,9 @@ impl ImageFlash {
                 rel.mark_copied(sub)?;
                 return Ok(());
             }
-            if !worker.stream.as_ref().is_some_and(CopyStream::has_room) {
+            // Room for this job; fewer runs in flight while hosts are busy (yield to them).
+            let limit = if self.host_active(HOST_QUIET_MS) { HOST_YIELD_DEPTH } else { usize::MAX };
+            while worker.stream.as_ref().is_some_and(|s| !s.has_room() || s.in_flight() >= limit) {
                 self.drain(rel, worker, held, done, result, 1);
             }
             let job = CopyJob {

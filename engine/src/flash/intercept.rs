@@ -83,6 +83,7 @@ impl ImageFlash {
     }
 
     fn modify(&self, vol: &Volume, offset: u64, change: Change<'_>) -> io::Result<()> {
+        self.host_io();
         let len = change.len();
         if offset.checked_add(len).is_none_or(|end| end > vol.size()) {
             return Err(errno(libc::EINVAL));
@@ -185,6 +186,7 @@ impl ImageFlash {
 
     /// Host read: a target's uncopied tracks come from the source.
     pub fn read(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.host_io();
         let len = buf.len() as u64;
         if offset.checked_add(len).is_none_or(|end| end > vol.size()) {
             return Err(errno(libc::EINVAL));

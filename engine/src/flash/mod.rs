@@ -41,6 +41,15 @@ pub struct ImageFlash {
     ckpt_lock: Mutex<()>,
     rels: RwLock<Vec<Arc<Relationship>>>,
     generation: AtomicU64,
+    /// When a host last read or changed a volume of this image (milliseconds on
+    /// [`host_clock`]): the copier keeps fewer runs in flight while hosts are active.
+    host_seen: AtomicU64,
+}
+
+/// Milliseconds since the first call (a process-wide monotonic clock for `host_seen`).
+fn host_clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// Process-wide copy-work signal: bumped whenever any image may have new copy work; the
@@ -58,6 +67,17 @@ pub struct Roles {
 impl ImageFlash {
     pub fn new() -> ImageFlash {
         ImageFlash::default()
+    }
+
+    /// A host I/O arrives (called by the intercept's entry points; one relaxed store).
+    pub(crate) fn host_io(&self) {
+        self.host_seen.store(host_clock(), Ordering::Relaxed);
+    }
+
+    /// Whether a host did I/O on this image within the last `ms` milliseconds.
+    pub(crate) fn host_active(&self, ms: u64) -> bool {
+        let seen = self.host_seen.load(Ordering::Relaxed);
+        seen != 0 && host_clock().saturating_sub(seen) <= ms
     }
 
     pub fn locks(&self) -> &RangeLocks {

@@ -79,7 +79,10 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
-        let io: Arc<dyn crate::io::IoEngine> = Arc::new(SyncEngine);
+        // The runtime's engine (io_uring here), shared by every case: `CopyAll` then runs on
+        // the copier's io_uring stream, `CopyRun` on blocking calls, so the model checks both.
+        static IO: std::sync::OnceLock<Arc<dyn crate::io::IoEngine>> = std::sync::OnceLock::new();
+        let io = IO.get_or_init(|| crate::io::select().unwrap_or_else(|_| Arc::new(SyncEngine))).clone();
         let vols = (0..VOLS)
             .map(|i| {
                 let b = Backing::create_file(dir.path().join(format!("v{i}")), SIZE, false).expect("backing");

@@ -308,7 +308,7 @@ fn worker(jobs: &Receiver<Job>, stop: &Receiver<()>, handler: &dyn Handler) {
             Reply::Failed(Error::new(ErrorKind::Io, from, "the remote image failed to apply the request"))
         });
         job.link.dedup().finish(job.id, &reply);
-        job.link.send_reply(job.id, &reply);
+        job.link.reply_route().send_reply(job.id, &reply);
     }
 }
 
@@ -364,7 +364,7 @@ impl EndpointInner {
     fn adopt(self: &Arc<Self>, stream: Box<dyn Stream>, peer: auth::Peer) -> Result<Link> {
         let dedup = lock(&self.dedup).entry(peer.incarnation).or_default().clone();
         let props = lock(&self.links).get(&peer.addr).map(Link::props).unwrap_or_default();
-        let (link, threads) = Link::start(self, stream, peer.addr, dedup, props)?;
+        let (link, threads) = Link::start(self, stream, peer, dedup, props)?;
         for t in threads {
             self.keep(t);
         }
@@ -382,6 +382,10 @@ impl EndpointInner {
         }
         tracing::info!(local = %self.local, peer = %peer.addr, "link: up");
         Ok(link)
+    }
+
+    fn link_to(&self, peer: &LinkAddr) -> Option<Link> {
+        lock(&self.links).get(peer).cloned()
     }
 
     /// Removes a closed link from the map (unless a newer one replaced it).

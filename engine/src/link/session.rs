@@ -1,6 +1,7 @@
 //! One authenticated connection between two endpoints: a [`Link`], its reader and wire threads,
 //! requests awaiting replies, and the receiver's deduplication.
 
+use super::auth::Peer;
 use super::frame::{self, FrameType};
 use super::message::{Message, Reply, RequestId};
 use super::shaper::{Counters, LinkProps, LinkStats, Wire, WireItem, bump};
@@ -96,6 +97,8 @@ impl fmt::Debug for Link {
 pub(super) struct LinkInner {
     local: LinkAddr,
     peer: LinkAddr,
+    /// The peer endpoint's incarnation (its request IDs are unique within it).
+    peer_incarnation: u64,
     /// The endpoint's request sequence, shared by all its links and connections, so IDs are
     /// unique for the endpoint's incarnation (the peer's dedup key).
     next_seq: Arc<AtomicU64>,
@@ -259,10 +262,11 @@ impl Link {
     pub(super) fn start(
         endpoint: &Arc<EndpointInner>,
         stream: Box<dyn Stream>,
-        peer: LinkAddr,
+        peer_info: Peer,
         dedup: Arc<Dedup>,
         props: LinkProps,
     ) -> Result<(Link, Vec<std::thread::JoinHandle<()>>)> {
+        let peer = peer_info.addr;
         let err = |e: std::io::Error| Error::io(peer, &e);
         let mut reader = stream.try_clone_stream().map_err(err)?;
         let mut writer = stream.try_clone_stream().map_err(err)?;
@@ -272,6 +276,7 @@ impl Link {
             inner: Arc::new(LinkInner {
                 local: endpoint.local,
                 peer,
+                peer_incarnation: peer_info.incarnation,
                 next_seq: endpoint.next_seq.clone(),
                 pending: Mutex::new(HashMap::new()),
                 slot_free: Condvar::new(),
@@ -304,6 +309,20 @@ impl Link {
                 link.inner.close("cannot start");
                 Err(err(e))
             }
+        }
+    }
+
+    /// Where the reply to a request that arrived on this link goes: this link, or, if it closed
+    /// meanwhile, the connection that replaced it to the same peer incarnation (whose resend
+    /// of the request found it in progress and waits for this reply).
+    pub(super) fn reply_route(self) -> Link {
+        if !self.is_closed() {
+            return self;
+        }
+        let current = self.inner.endpoint.upgrade().and_then(|ep| ep.link_to(&self.inner.peer));
+        match current {
+            Some(l) if l.inner.peer_incarnation == self.inner.peer_incarnation => l,
+            _ => self,
         }
     }
 

@@ -105,6 +105,19 @@ pub enum ErrorKind {
     VolumeNotInVolGrp,
     /// The volume group holds as many volumes as its type allows.
     VolGrpFull,
+    /// The mirror link is down (a simulated outage, or the connection is closed): the message
+    /// was not sent, so it was not applied.
+    LinkDown,
+    /// A request crossed the link (or may have) but no reply came in time, or the link went down
+    /// first: it may or may not have been applied. Resend it with the same request ID (the peer
+    /// deduplicates). The CLI maps this to exit code 4.
+    LinkOutcomeUnknown,
+    /// Link authentication failed: the peers do not share the site key, or a challenge was
+    /// replayed.
+    LinkAuthFailed,
+    /// A malformed link frame (bad magic, type, length, checksum or payload); the connection is
+    /// dropped.
+    LinkProtocol,
 }
 
 /// An engine error: a kind, the object it concerns (as the engine prints IDs) and a detail

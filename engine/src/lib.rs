@@ -11,6 +11,7 @@ pub mod geometry;
 pub mod id;
 pub mod image;
 pub mod io;
+pub mod link;
 pub mod nbd;
 pub mod site;
 pub mod volume;

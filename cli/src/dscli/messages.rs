@@ -368,6 +368,23 @@ pub const ENGINE: &[EngineMessage] = &[
         exit::SERVER,
         false,
     ),
+    // The mirror link (engine/src/link; no DS CLI texts; [D]). Outcome unknown is exit 4.
+    e(ErrorKind::LinkDown, "CMUN90068E", "The mirror link is down; nothing was sent.", exit::SERVER, true),
+    e(
+        ErrorKind::LinkOutcomeUnknown,
+        "CMUN90069E",
+        "No reply came over the mirror link in time; the outcome is unknown. Check the link and the remote storage image, then retry.",
+        exit::SERVER,
+        true,
+    ),
+    e(
+        ErrorKind::LinkAuthFailed,
+        "CMUN90070E",
+        "The mirror link authentication failed; check that both sites use the same site key.",
+        exit::SERVER,
+        true,
+    ),
+    e(ErrorKind::LinkProtocol, "CMUN90071E", "The mirror link received a malformed message.", exit::SERVER, true),
 ];
 
 /// For kinds a newer engine adds before this table learns them.

@@ -260,8 +260,8 @@ impl Site {
         if let Request::FlashWait { image, pairs, timeout_ms } = req {
             return self.flash_wait(&image, &pairs, timeout_ms);
         }
-        if let Request::FlashReverse { image, pairs, fast: true, .. } = &req {
-            self.reverse_precopy(image, pairs);
+        if let Request::FlashReverse { image, pairs, fast: true, seqnum, .. } = &req {
+            self.reverse_precopy(image, pairs, *seqnum);
         }
         let mut images = self.images();
         macro_rules! img {
@@ -408,29 +408,39 @@ pub fn now() -> i64 {
 }
 
 impl Site {
-    /// `-wait`: poll the pairs' state (briefly under the site lock) until none copies any
-    /// more or the timeout passes, sleeping on the copier's progress signal in between.
     /// `reverseflash -fast` before the background copy finished: the reversed pair needs
     /// the old target to hold its own data, so the rest of the copy is done first, here,
     /// without the site lock (control requests and the copier go on). The locked reverse
     /// then re-checks everything and copies only what host writes left uncopied meanwhile.
-    /// Only relationships the reverse could accept (recording, Valid) are copied.
-    fn reverse_precopy(&self, image: &ImageId, pairs: &[(crate::id::VolumeId, crate::id::VolumeId)]) {
+    /// Only relationships the reverse would accept now (recording, Valid, the sequence
+    /// number matching, no other relationship on the source) are copied, so a refused
+    /// reverse changes nothing.
+    fn reverse_precopy(
+        &self,
+        image: &ImageId,
+        pairs: &[(crate::id::VolumeId, crate::id::VolumeId)],
+        seqnum: Option<u32>,
+    ) {
         let Some(flash) = self.flash_of(image) else { return };
-        for rel in flash.relationships() {
+        let rels = flash.relationships();
+        for rel in &rels {
             let eligible = {
                 let st = rel.state();
-                st.record.options.record && st.record.state == crate::flash::relationship::FlashState::Valid
-            };
+                st.record.options.record
+                    && st.record.state == crate::flash::relationship::FlashState::Valid
+                    && seqnum.is_none_or(|n| n == st.record.options.seqnum)
+            } && rels.iter().filter(|r| r.source.key().volume == rel.ids().0).count() == 1;
             if eligible
                 && pairs.contains(&rel.ids())
-                && let Err(e) = flash.copy_all(&rel)
+                && let Err(e) = flash.copy_all(rel)
             {
                 tracing::warn!("{image}: copy before reversing {}:{} failed: {e}", rel.ids().0, rel.ids().1);
             }
         }
     }
 
+    /// `-wait`: poll the pairs' state (briefly under the site lock) until none copies any
+    /// more or the timeout passes, sleeping on the copier's progress signal in between.
     fn flash_wait(
         &self,
         image: &ImageId,

@@ -206,7 +206,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(10)
 /// The pread/pwrite backend gets its parallelism from threads alone, so it runs four.
 fn copiers(site: &Site) -> usize {
     let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-    if site.io().kind() == flashtrack::io::IoKind::Uring { cpus.clamp(2, 8) } else { 4 }
+    if site.io().kind() == flashtrack::io::IoKind::Uring { cpus.clamp(2, 8) } else { 16 }
 }
 
 /// Tracks one copier pass takes per relationship before looking at the others again (and

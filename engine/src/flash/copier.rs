@@ -22,7 +22,7 @@ use super::intercept::copy_track;
 use super::locks::{Claim, LockGuard};
 use super::relationship::{FlashState, Relationship};
 use crate::geometry::{TRACK_BYTES, TrackNo};
-use crate::io::stream::{CopyJob, CopyStream, SLOT_BYTES};
+use crate::io::stream::{AbortOnUnwind, CopyJob, CopyStream, SLOT_BYTES};
 use std::io;
 use std::ops::Range;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub const FROM_CURSOR: u32 = u32::MAX;
 pub const BATCH_TRACKS: u32 = 256;
 /// Runs in flight per copier thread on io_uring. The virtio disk of the team's machine
 /// peaks at queue depth 32 to 64 (machine.md); two threads at 32 reach it.
-pub const STREAM_DEPTH: usize = 32;
+pub const STREAM_DEPTH: usize = 64;
 /// Runs in flight per copier thread while hosts do I/O on the image (seen within
 /// [`HOST_QUIET_MS`]): the copier yields most of the device to them.
 pub const HOST_YIELD_DEPTH: usize = 1;
@@ -138,6 +138,8 @@ impl ImageFlash {
         let mut at = from;
         let mut reserved = 0u32;
         let mut held: Vec<Option<Held<'_>>> = Vec::new();
+        // Dropped before `held`: a panic with copies in flight aborts before their locks go.
+        let _unwind = AbortOnUnwind;
         let mut done = Vec::new();
         let mut result = Ok(());
         while reserved < budget {
@@ -156,8 +158,11 @@ impl ImageFlash {
                     self.locks.lock(claims)
                 }
             };
-            if rel.state().withdrawn {
-                break;
+            {
+                let st = rel.state();
+                if st.withdrawn || st.record.state == FlashState::TgtFailed {
+                    break;
+                }
             }
             // Bits may have been cleared by copy-on-write before we got the locks: copy
             // only the sub-runs still set.

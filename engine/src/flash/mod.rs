@@ -250,17 +250,32 @@ impl ImageFlash {
     /// the checkpoint lock.
     fn fold_copied(&self, rel: &Relationship, name: &str) -> crate::error::Result<()> {
         let (Some(store), Some(c)) = (self.store(), &rel.copied) else { return Ok(()) };
-        if c.is_clear() {
-            return Ok(());
+        // An earlier fold whose checkpoint failed leaves its bits in the epoch the next
+        // begin flips into, so one round may not clear everything: repeat (under a resync's
+        // barrier nothing marks, so the second round clears the rest).
+        for _ in 0..3 {
+            if c.is_clear() {
+                return Ok(());
+            }
+            let token = c.begin_epoch()?;
+            let (g, bits) = {
+                let st = rel.state();
+                (st.generation + 1, [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()])
+            };
+            crate::bitmap::checkpoint::store(&store.dir, name, g, &bits)?;
+            rel.state().generation = g;
+            c.end_epoch(token)?;
         }
-        let token = c.begin_epoch()?;
-        let (g, bits) = {
-            let st = rel.state();
-            (st.generation + 1, [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()])
-        };
-        crate::bitmap::checkpoint::store(&store.dir, name, g, &bits)?;
-        rel.state().generation = g;
-        c.end_epoch(token)
+        if c.is_clear() {
+            Ok(())
+        } else {
+            // Only reachable while copies still mark (no barrier: `settle`); resync holds one.
+            Err(crate::error::Error::new(
+                crate::error::ErrorKind::Io,
+                name,
+                "copied set still marked after three checkpoints",
+            ))
+        }
     }
 
     /// A copy just finished: fold its copied set now, off the path of the next resync (which

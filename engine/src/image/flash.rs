@@ -444,6 +444,11 @@ impl Image {
             ));
         }
         self.flash.copy_all(rel).map_err(|e| Error::io(&name, &e))?;
+        // The copy stops early if the target failed meanwhile: reverse only a complete,
+        // valid image.
+        if rel.state().record.state != FlashState::Valid || !rel.state().target_bits.is_empty() {
+            return Err(Error::new(ErrorKind::FlashStateInvalid, &name, "the background copy did not complete"));
+        }
         if seqnum.is_none() {
             options.seqnum = current.options.seqnum;
         }

@@ -25,6 +25,27 @@ use std::os::fd::RawFd;
 /// Bytes per buffer: one copier run (16 tracks of 64 KiB).
 pub const SLOT_BYTES: usize = 1 << 20;
 
+thread_local! {
+    /// Jobs queued on this thread's streams, for [`AbortOnUnwind`].
+    static IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Held by a caller that releases locks protecting jobs in flight: if the thread unwinds
+/// while jobs are still queued, the process aborts before those locks are released (a copy
+/// landing after them could overwrite a host write). Declare it after the lock guards, so
+/// it drops first.
+#[derive(Debug)]
+pub struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() && CopyStream::thread_in_flight() > 0 {
+            tracing::error!("copier panicked with copies in flight; aborting (the journal recovers)");
+            std::process::abort();
+        }
+    }
+}
+
 /// Jobs pushed before the SQ is handed to the kernel.
 const SUBMIT_GROUP: usize = 4;
 
@@ -163,7 +184,6 @@ impl CopyStream {
         };
         let entries =
             [rd.flags(squeue::Flags::IO_LINK).user_data((slot as u64) << 1), wr.user_data(((slot as u64) << 1) | 1)];
-        self.slots[slot] = Some(Pending { job, left: 2, read: None, write: None });
         loop {
             // SAFETY: the buffer belongs to this stream and stays allocated until the slot's
             // completions are reaped (Drop drains); the caller keeps the descriptors open.
@@ -173,16 +193,30 @@ impl CopyStream {
                 break;
             }
             // SQ full (cannot happen with 2 entries per slot, but be safe): let the kernel
-            // consume it.
-            self.enter(0)?;
+            // consume it. Nothing of this job is queued yet, so an error can still return.
+            if let Err(e) = self.enter(0) {
+                self.free.push(slot);
+                return Err(e);
+            }
         }
+        // Queued: from here on the job is the kernel's, and the only way out is its
+        // completion (a caller that saw an error here would release its locks while the copy
+        // could still run). A failed submission is retried by `reap`, which aborts if the
+        // ring is broken.
+        self.slots[slot] = Some(Pending { job, left: 2, read: None, write: None });
+        IN_FLIGHT.with(|n| n.set(n.get() + 1));
         // Entries go to the kernel in groups (one system call for several pairs), and at
         // the latest when the caller reaps.
         self.queued += 1;
-        if self.queued >= SUBMIT_GROUP {
-            self.enter(0)?;
+        if self.queued >= SUBMIT_GROUP && self.enter(0).is_err() {
+            tracing::warn!("copy stream: submission failed; retrying at the next reap");
         }
         Ok(())
+    }
+
+    /// Jobs queued on this thread's streams and not yet reaped (see [`AbortOnUnwind`]).
+    pub fn thread_in_flight() -> usize {
+        IN_FLIGHT.with(std::cell::Cell::get)
     }
 
     /// Submit what is queued and wait for at least `want` completions.
@@ -242,6 +276,7 @@ impl CopyStream {
                     self.redo(slot, &p.job)
                 };
                 self.free.push(slot);
+                IN_FLIGHT.with(|n| n.set(n.get() - 1));
                 out.push((p.job.tag, res));
                 got += 1;
             }

@@ -268,3 +268,34 @@ fn fp_failed_revert_changes_target_data() {
     );
     assert_eq!(after, 3, "a failed revertflash changed the target's data");
 }
+
+/// Review finding: a finished copy's fold (`settle`) whose checkpoint fails leaves its copied
+/// bits in the epoch the resync's fold flips back into; one round left them there, and a
+/// kill -9 after the resync subtracted them from the new increment (a changed track read
+/// as copied, the target kept its stale data).
+#[test]
+fn fp_failed_settle_then_resync_then_kill9_keeps_the_increment() {
+    if !cfg!(feature = "failpoints") {
+        return;
+    }
+    let mut t = TestSite::new();
+    let img = image(&t);
+    for tr in 0..T {
+        write(t.site(), &img, 0x1000, tr, 1).unwrap();
+    }
+    items_ok(t.ok(Request::FlashCreate { image: img.clone(), pairs: pair(), options: rec() }));
+    copy_all(t.site(), &img);
+    let f = t.site().flash_of(&img).unwrap();
+    let rel = f.relationships().into_iter().next().unwrap();
+    set_fp(Some("checkpoint-before-rename=error"));
+    let r = f.settle(&rel);
+    set_fp(None);
+    assert!(r.is_err(), "the failpoint must fail the fold");
+    // Track 4 changes after it was copied: the resync must copy it again, crash or not.
+    write(t.site(), &img, 0x1000, 4, 7).unwrap();
+    resync(t.site(), &img, rec()).unwrap();
+    drop((f, rel));
+    t.restart(); // kill -9 before any periodic checkpoint
+    copy_all(t.site(), &img);
+    assert_eq!(track(t.site(), &img, 0x1001, 4), 7, "the increment's track 4 reached the target");
+}

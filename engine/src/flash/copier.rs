@@ -9,8 +9,9 @@
 //! through the volumes' engine. Both go through the same loop ([`ImageFlash::copy_some`]).
 //!
 //! Host I/O comes first: while hosts read or write the image, a thread keeps only
-//! [`HOST_YIELD_DEPTH`] runs in flight, so a host's copy-on-write reads do not queue behind
-//! a full copier queue.
+//! [`HOST_YIELD_DEPTH`] runs in flight and copies at most [`HOST_YIELD_RATE`], so a host's
+//! copy-on-write neither queues behind a full copier queue nor waits on the target file's
+//! write lock (ext4 serializes buffered writes per file) behind the copier's writes.
 //!
 //! Locks and the barrier: a run's locks are held until its copy completes. Before a copier
 //! waits for a lock it does not get at once, it drains its own runs in flight (releasing
@@ -40,6 +41,8 @@ pub const STREAM_DEPTH: usize = 64;
 /// Runs in flight per copier thread while hosts do I/O on the image (seen within
 /// [`HOST_QUIET_MS`]): the copier yields most of the device to them.
 pub const HOST_YIELD_DEPTH: usize = 1;
+/// Bytes per second one copier thread copies at most while hosts are active.
+pub const HOST_YIELD_RATE: u64 = 64 << 20;
 /// How recent a host I/O must be for the copier to yield.
 pub const HOST_QUIET_MS: u64 = 20;
 
@@ -142,9 +145,19 @@ impl ImageFlash {
         let _unwind = AbortOnUnwind;
         let mut done = Vec::new();
         let mut result = Ok(());
+        let mut last_tracks = 0u32;
         while reserved < budget {
+            if last_tracks > 0 && self.host_active(HOST_QUIET_MS) {
+                // Hosts first: finish our runs (their locks go), then pause as long as the last
+                // run would take at HOST_YIELD_RATE, so the copier takes a small share of the
+                // device and of the target file's write lock while hosts are busy.
+                self.drain(rel, worker, &mut held, &mut done, &mut result, usize::MAX);
+                let secs = f64::from(last_tracks) * TRACK_BYTES as f64 / HOST_YIELD_RATE as f64;
+                std::thread::sleep(std::time::Duration::from_secs_f64(secs.min(0.05)));
+            }
             let Some(run) = reserve(rel, shared, &mut at) else { break };
             reserved += run.len() as u32;
+            last_tracks = run.len() as u32;
             // Mutant: copy whole windows from each run's start, ignoring which tracks are done.
             let overwrite = super::mutant::is(super::mutant::Mutant::CopierOverwrites);
             let run = if overwrite { run.start..(run.start + RUN_TRACKS).min(rel.tracks() as u32) } else { run };

@@ -13,7 +13,9 @@
 //! * Reads and writes first try `RWF_NOWAIT` on the calling thread: page-cache hits (the
 //!   common case for buffered volumes) then cost one system call instead of a ring round trip
 //!   through the reaper thread and back (two context switches). What would block goes to
-//!   the ring.
+//!   the ring, except buffered writes on a file system without non-blocking buffered writes
+//!   (ext4): io_uring would only punt those to a kernel worker that blocks the same way, so
+//!   they are written with `pwrite` on the calling thread.
 //! * Drop pushes a NOP with [`SHUTDOWN`]; the reaper exits when it sees it. No request can
 //!   be pending then: every call blocks until its own completion, and Drop has `&mut self`.
 
@@ -213,14 +215,45 @@ fn nowait_read(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Option<usize>
 
 /// The part of a write that completes without blocking (`pwritev2(RWF_NOWAIT)`: a buffered
 /// write into allocated blocks), as [`nowait_read`]. Returns the bytes done.
+///
+/// A file system that cannot do buffered writes without blocking (ext4 answers EOPNOTSUPP to
+/// `RWF_NOWAIT` buffered writes) would have io_uring punt every such write to an io-wq kernel
+/// thread, which blocks exactly as `pwrite` does, plus two hand-offs. For a descriptor
+/// without `O_DIRECT` the write is then done here with `pwrite` (the callers are worker
+/// threads already); `O_DIRECT` writes still go to the ring, where they are truly async.
 fn nowait_write(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> usize {
     let mut done = 0;
     while done < buf.len() {
         let rest = &buf[done..];
         let iov = [std::io::IoSlice::new(&rest[..rest.len().min(MAX_IO)])];
         match rustix::io::pwritev2(fd, &iov, offset + done as u64, rustix::io::ReadWriteFlags::NOWAIT) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => done += n,
+            Err(rustix::io::Errno::OPNOTSUPP) if !is_direct(fd) => {
+                return done + blocking_write(fd, &buf[done..], offset + done as u64);
+            }
+            Err(_) => break,
+        }
+    }
+    done
+}
+
+/// Whether `fd` was opened `O_DIRECT`.
+fn is_direct(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT))
+}
+
+/// `pwrite` until done or an error (EINTR retried); returns the bytes written. The ring
+/// redoes whatever is left, so it reports a real error.
+fn blocking_write(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let end = (buf.len() - done).min(MAX_IO);
+        match rustix::io::pwrite(fd, &buf[done..done + end], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
         }
     }
     done

@@ -11,7 +11,9 @@ use crate::flash::relationship::{FlashOptions, FlashRecord};
 use crate::geometry::CapType;
 use crate::id::{HostId, ImageId, LssId, MachineType, PoolId, VolGrpId, VolumeId};
 use crate::image::hosts::Endpoint;
-use crate::image::record::{HostRecord, LcuType, PoolRecord, Sam, StorageType, VolGrpRecord, VolGrpType, VolumeRecord};
+use crate::image::record::{
+    HostRecord, LcuType, PoolRecord, PprcPathRecord, Sam, StorageType, VolGrpRecord, VolGrpType, VolumeRecord,
+};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -198,6 +200,59 @@ pub enum Request {
     },
     /// Orderly shutdown of the daemon (as SIGTERM).
     Shutdown,
+    /// `mkpprcpath`: the paths from `src_lss` of `image` to `tgt_lss` of `remote` (an image of
+    /// this site), over `ports` (local, remote); replaces the port set of an existing path.
+    /// Answers one item named `SS:TT`.
+    PprcPathCreate {
+        image: ImageId,
+        remote: ImageId,
+        remote_wwnn: String,
+        src_lss: LssId,
+        tgt_lss: LssId,
+        consistgrp: bool,
+        ports: Vec<(String, String)>,
+    },
+    /// `lspprcpath`: every path of `image`, each port pair with its link's state (the link
+    /// is pinged; the cli filters).
+    PprcPathList {
+        image: ImageId,
+    },
+    /// `rmpprcpath`: `remote_wwnn`, when given, must be the path's.
+    PprcPathRemove {
+        image: ImageId,
+        remote: ImageId,
+        remote_wwnn: Option<String>,
+        src_lss: LssId,
+        tgt_lss: LssId,
+    },
+}
+
+/// One PPRC path (an LSS pair) as `lspprcpath` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PprcPathView {
+    pub record: PprcPathRecord,
+    /// The target LSS's subsystem ID (`SS` column).
+    pub tgt_ssid: u16,
+    /// One per port pair, in the record's order.
+    pub ports: Vec<PortPathView>,
+}
+
+/// One port pair of a path and its link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortPathView {
+    pub port: String,
+    pub attached: String,
+    pub state: PathState,
+}
+
+/// A port pair's state: `Success` when the link to the remote port answers a ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathState {
+    Success,
+    /// No link to the remote port (the remote image is gone, or connecting failed).
+    FailedDown,
+    /// The link exists but the remote port did not answer in time (outage, dead peer).
+    FailedSecondaryUnavailable,
 }
 
 /// `chvolgrp -action`.
@@ -306,6 +361,7 @@ pub enum Reply {
     Flash(Vec<FlashView>),
     VolGrps(Vec<VolGrpRecord>),
     Hosts(Vec<HostView>),
+    PprcPaths(Vec<PprcPathView>),
 }
 
 /// How `rmflash` withdraws.

@@ -118,6 +118,21 @@ pub enum ErrorKind {
     /// A malformed link frame (bad magic, type, length, checksum or payload); the connection is
     /// dropped.
     LinkProtocol,
+    /// `mkpprcpath`: the remote storage image is not in this site (only paths between images
+    /// of one flashd exist yet).
+    PprcRemoteNotFound,
+    /// `-remotewwnn` is not the remote storage image's WWNN (or not the path's).
+    PprcWwnnMismatch,
+    /// A PPRC path from a storage image to itself.
+    PprcPathToSelf,
+    /// The LSS does not exist: it has no volumes and no LCU.
+    LssNotFound,
+    /// The source and target LSSs hold different volume types (FB and CKD).
+    PprcLssTypeMismatch,
+    /// Not an I/O port of the storage image (I0000-I0003), or not 1 to 8 port pairs.
+    PprcPortInvalid,
+    /// No PPRC path between these LSSs.
+    PprcPathNotFound,
 }
 
 /// An engine error: a kind, the object it concerns (as the engine prints IDs) and a detail

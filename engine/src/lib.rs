@@ -12,6 +12,7 @@ pub mod id;
 pub mod image;
 pub mod io;
 pub mod link;
+pub mod mirror;
 pub mod nbd;
 pub mod site;
 pub mod volume;

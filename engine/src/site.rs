@@ -35,6 +35,8 @@ pub struct Site {
     io: Arc<dyn IoEngine>,
     images: Mutex<BTreeMap<ImageId, Image>>,
     opts: SiteOptions,
+    /// The links of the PPRC paths (taken after `images`, never before).
+    paths: Mutex<crate::mirror::PathLinks>,
     /// Held for the site's lifetime: the exclusive lock on `LOCK_FILE`.
     _lock: File,
 }
@@ -85,7 +87,85 @@ impl Site {
             tracing::info!("opened storage image {id} ({} volumes)", image.record().volumes.len());
             images.insert(id, image);
         }
-        Ok(Site { home: home.to_path_buf(), io, images: Mutex::new(images), opts, _lock: lock })
+        let site = Site {
+            home: home.to_path_buf(),
+            io,
+            images: Mutex::new(images),
+            opts,
+            paths: Mutex::default(),
+            _lock: lock,
+        };
+        site.reconcile_paths(&site.images());
+        Ok(site)
+    }
+
+    fn paths(&self) -> MutexGuard<'_, crate::mirror::PathLinks> {
+        self.paths.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bring the PPRC path links in line with the catalogs: every port pair of a path whose
+    /// remote image is in this site gets an in-process link.
+    fn reconcile_paths(&self, images: &BTreeMap<ImageId, Image>) {
+        let mut wanted = std::collections::BTreeSet::new();
+        for img in images.values() {
+            for p in img.pprc_paths() {
+                if !images.contains_key(&p.remote) {
+                    continue;
+                }
+                for (a, b) in &p.ports {
+                    if let (Some(a), Some(b)) = (crate::mirror::addr(img.id(), a), crate::mirror::addr(&p.remote, b)) {
+                        wanted.insert((a, b));
+                    }
+                }
+            }
+        }
+        self.paths().reconcile(&self.home, &wanted);
+    }
+
+    /// The link of a PPRC path's port pair (`port` of `image` to `attached` of `remote`), if up.
+    pub fn path_link(
+        &self,
+        image: &ImageId,
+        port: &str,
+        remote: &ImageId,
+        attached: &str,
+    ) -> Option<crate::link::Link> {
+        let (a, b) = (crate::mirror::addr(image, port)?, crate::mirror::addr(remote, attached)?);
+        self.paths().link(&a, &b)
+    }
+
+    /// `lspprcpath`: the views are made under the site lock, the links pinged without it.
+    fn pprc_path_list(&self, image: &ImageId) -> Result<Reply> {
+        let mut views = Vec::new();
+        {
+            let images = self.images();
+            let img = images
+                .get(image)
+                .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, image, "no such storage image"))?;
+            for p in img.pprc_paths() {
+                let tgt_ssid = images
+                    .get(&p.remote)
+                    .map(|r| r.record().lss_ssid(p.tgt_lss))
+                    .unwrap_or(0xFF00 | u16::from(p.tgt_lss.0));
+                let ports = p
+                    .ports
+                    .iter()
+                    .map(|(a, b)| crate::control::PortPathView {
+                        port: a.clone(),
+                        attached: b.clone(),
+                        state: crate::control::PathState::FailedDown,
+                    })
+                    .collect();
+                views.push(crate::control::PprcPathView { record: p.clone(), tgt_ssid, ports });
+            }
+        }
+        for v in &mut views {
+            for pv in &mut v.ports {
+                let link = self.path_link(image, &pv.port, &v.record.remote, &pv.attached);
+                pv.state = crate::mirror::probe(link.as_ref());
+            }
+        }
+        Ok(Reply::PprcPaths(views))
     }
 
     pub fn home(&self) -> &Path {
@@ -260,6 +340,9 @@ impl Site {
         if let Request::FlashWait { image, pairs, timeout_ms } = req {
             return self.flash_wait(&image, &pairs, timeout_ms);
         }
+        if let Request::PprcPathList { image } = &req {
+            return self.pprc_path_list(image);
+        }
         if let Request::FlashReverse { image, pairs, fast: true, seqnum, .. } = &req {
             self.reverse_precopy(image, pairs, *seqnum);
         }
@@ -298,6 +381,7 @@ impl Site {
                     .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, &id, "no such storage image"))?;
                 image.destroy(&self.home)?;
                 tracing::info!("removed storage image {id}");
+                self.reconcile_paths(&images);
                 Reply::Done
             }
             Request::PoolCreate { image, name, rankgrp, stgtype, path } => {
@@ -362,6 +446,34 @@ impl Site {
             }
             Request::IoPortList { image } => Reply::IoPorts(img!(&image).io_ports()),
             Request::Shutdown => Reply::Done,
+            Request::PprcPathCreate { image, remote, remote_wwnn, src_lss, tgt_lss, consistgrp, ports } => {
+                img!(&image);
+                let facts = match images.get(&remote) {
+                    Some(r) => crate::image::pprc::RemoteFacts {
+                        id: remote.clone(),
+                        wwnn: r.id().wwnn(),
+                        tgt_type: r.record().lss_type(tgt_lss),
+                    },
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::PprcRemoteNotFound,
+                            &remote,
+                            "the remote storage image is not in this site",
+                        ));
+                    }
+                };
+                let name = img!(&image).create_pprc_path(&facts, &remote_wwnn, src_lss, tgt_lss, consistgrp, &ports)?;
+                tracing::info!("{image}: PPRC path {name} to {remote} over {ports:?}");
+                self.reconcile_paths(&images);
+                Reply::Items(vec![ItemOutcome { object: name, result: Ok(()) }])
+            }
+            Request::PprcPathRemove { image, remote, remote_wwnn, src_lss, tgt_lss } => {
+                let name = img!(&image).remove_pprc_path(&remote, remote_wwnn.as_deref(), src_lss, tgt_lss)?;
+                tracing::info!("{image}: removed PPRC path {name} to {remote}");
+                self.reconcile_paths(&images);
+                Reply::Items(vec![ItemOutcome { object: name, result: Ok(()) }])
+            }
+            Request::PprcPathList { .. } => unreachable!("served without the site lock"),
             Request::VolGrpCreate { ref image, .. }
             | Request::VolGrpList { ref image }
             | Request::VolGrpChange { ref image, .. }

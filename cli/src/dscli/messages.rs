@@ -385,6 +385,56 @@ pub const ENGINE: &[EngineMessage] = &[
         true,
     ),
     e(ErrorKind::LinkProtocol, "CMUN90071E", "The mirror link received a malformed message.", exit::SERVER, true),
+    // PPRC paths (dscli-spec.md §3.3 has no error texts; [D]). Detail off: the goldens hit them.
+    e(
+        ErrorKind::PprcRemoteNotFound,
+        "CMUN90072E",
+        "The remote storage image is not in this site; paths to another flashd are not supported yet.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcWwnnMismatch,
+        "CMUN90073E",
+        "The WWNN is not the WWNN of the remote storage image.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcPathToSelf,
+        "CMUN90074E",
+        "A Remote Mirror and Copy path cannot join a storage image to itself.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::LssNotFound,
+        "CMUN90075E",
+        "The LSS does not exist: it has no volumes and no LCU.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcLssTypeMismatch,
+        "CMUN90076E",
+        "The source and target LSSs hold different volume types (FB and CKD).",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcPortInvalid,
+        "CMUN90077E",
+        "Not a valid I/O port of the storage image (I0000-I0003), or not 1 to 8 port pairs.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcPathNotFound,
+        "CMUN90078E",
+        "The Remote Mirror and Copy path does not exist.",
+        exit::SERVER,
+        false,
+    ),
 ];
 
 /// For kinds a newer engine adds before this table learns them.

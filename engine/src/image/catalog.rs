@@ -87,6 +87,7 @@ mod tests {
             flash: Vec::new(),
             volgrps: BTreeMap::new(),
             hosts: BTreeMap::new(),
+            pprc_paths: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod catalog;
 mod flash;
 pub mod hosts;
 mod pools;
+pub mod pprc;
 pub mod record;
 pub mod sessions;
 mod volumes;
@@ -87,6 +88,7 @@ impl Image {
             flash: Vec::new(),
             volgrps: BTreeMap::new(),
             hosts: BTreeMap::new(),
+            pprc_paths: Vec::new(),
         };
         catalog::store(&tmp, &record)?;
         fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;

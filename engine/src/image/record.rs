@@ -167,6 +167,34 @@ pub struct ImageRecord {
     pub volgrps: BTreeMap<VolGrpId, VolGrpRecord>,
     #[serde(default)]
     pub hosts: BTreeMap<HostId, HostRecord>,
+    /// PPRC paths from this image's LSSs (`mkpprcpath`), ordered by source LSS, remote image
+    /// and target LSS. Absent in catalogs written before PPRC paths: same format (version 1),
+    /// none; not written while empty, so such catalogs keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pprc_paths: Vec<PprcPathRecord>,
+}
+
+/// The logical paths from a source LSS of this image to a target LSS of a remote image
+/// (`mkpprcpath`): one to eight I/O port pairs. A new `mkpprcpath` for the same LSS pair
+/// replaces the port set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PprcPathRecord {
+    pub src_lss: LssId,
+    pub remote: ImageId,
+    /// 16 upper-case hex digits: the remote image's WWNN when the path was made.
+    pub remote_wwnn: String,
+    pub tgt_lss: LssId,
+    /// `-consistgrp`: a suspending primary of this LSS pair holds host writes (later, with pairs).
+    pub consistgrp: bool,
+    /// (local port, remote port), `I0000`..`I0003`, in the order given, each pair once.
+    pub ports: Vec<(String, String)>,
+}
+
+impl PprcPathRecord {
+    /// Whether this is the path of the LSS pair `src`:`tgt` to `remote`.
+    pub fn is(&self, src: LssId, remote: &ImageId, tgt: LssId) -> bool {
+        self.src_lss == src && self.remote == *remote && self.tgt_lss == tgt
+    }
 }
 
 impl ImageRecord {
@@ -176,6 +204,19 @@ impl ImageRecord {
             return Some(StorageType::Ckd);
         }
         self.volumes.values().find(|v| v.id.lss().addrgrp() == addrgrp).map(|v| v.stgtype())
+    }
+
+    /// The storage type of an LSS that exists (it has an LCU or volumes), else `None`.
+    pub fn lss_type(&self, lss: LssId) -> Option<StorageType> {
+        if self.lcus.contains_key(&lss) {
+            return Some(StorageType::Ckd);
+        }
+        self.volumes.values().find(|v| v.id.lss() == lss).map(|v| v.stgtype())
+    }
+
+    /// An LSS's subsystem ID: its LCU's, or `FFxx` for an FB LSS (the DS8000's default).
+    pub fn lss_ssid(&self, lss: LssId) -> u16 {
+        self.lcus.get(&lss).map(|l| l.ssid).unwrap_or(0xFF00 | u16::from(lss.0))
     }
 
     pub fn volumes_in_pool(&self, pool: PoolId) -> impl Iterator<Item = &VolumeRecord> {

@@ -7,4 +7,5 @@ mod flash_restart_model;
 mod flash_revert;
 mod flash_tgtfailed;
 mod hosts;
+mod pprc;
 mod site;

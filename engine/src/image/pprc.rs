@@ -1,0 +1,139 @@
+//! PPRC paths of an image (`mkpprcpath`, `rmpprcpath`): the rules and the catalog records.
+//! The links the paths stand on are the site's (`crate::mirror`); this file only decides
+//! what a path is and keeps it in the source image's catalog.
+//!
+//! Rules, each with its own error kind, checked before anything changes:
+//! * the remote image is another image of this site (`PprcPathToSelf`, `PprcRemoteNotFound`)
+//!   and `-remotewwnn` is its WWNN (`PprcWwnnMismatch`);
+//! * 1 to 8 port pairs, each port an I/O port of its image, I0000-I0003 (`PprcPortInvalid`);
+//! * the source LSS exists on this image and the target LSS on the remote one: an LSS exists
+//!   when it has an LCU or volumes, as `lslss` shows (`LssNotFound`), and both hold the same
+//!   volume type (`PprcLssTypeMismatch`);
+//! * a new path for an existing LSS pair replaces its port set (as the DS8000 does);
+//! * removing a path that does not exist is refused (`PprcPathNotFound`).
+
+use super::{IO_PORTS, Image};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::{ImageId, LssId};
+use crate::image::record::{PprcPathRecord, StorageType};
+
+/// Most port pairs of one path (DS8000: one to eight FCP paths per LSS pair).
+pub const MAX_PORT_PAIRS: usize = 8;
+
+/// What the source side needs to know of the remote image.
+#[derive(Debug, Clone)]
+pub struct RemoteFacts {
+    pub id: ImageId,
+    pub wwnn: String,
+    /// The target LSS's type, `None` when it does not exist.
+    pub tgt_type: Option<StorageType>,
+}
+
+/// A port as the catalog keeps it (`I0001`), if it is one of every image's I/O ports.
+fn port(p: &str, image: &ImageId) -> Result<String> {
+    let up = p.to_ascii_uppercase();
+    if IO_PORTS.contains(&up.as_str()) {
+        Ok(up)
+    } else {
+        Err(Error::new(ErrorKind::PprcPortInvalid, p, format!("not an I/O port of {image} (I0000-I0003)")))
+    }
+}
+
+impl Image {
+    /// `mkpprcpath`: check every rule, then commit the path (replacing the port set of an
+    /// existing one). Returns the path as `SS:TT`.
+    pub fn create_pprc_path(
+        &mut self,
+        remote: &RemoteFacts,
+        remote_wwnn: &str,
+        src_lss: LssId,
+        tgt_lss: LssId,
+        consistgrp: bool,
+        ports: &[(String, String)],
+    ) -> Result<String> {
+        let name = format!("{src_lss}:{tgt_lss}");
+        if remote.id == *self.id() {
+            return Err(Error::new(ErrorKind::PprcPathToSelf, &remote.id, "a path joins two storage images"));
+        }
+        if !remote_wwnn.eq_ignore_ascii_case(&remote.wwnn) {
+            return Err(Error::new(
+                ErrorKind::PprcWwnnMismatch,
+                remote_wwnn,
+                format!("{} has WWNN {}", remote.id, remote.wwnn),
+            ));
+        }
+        if ports.is_empty() || ports.len() > MAX_PORT_PAIRS {
+            return Err(Error::new(
+                ErrorKind::PprcPortInvalid,
+                &name,
+                format!("a path has 1 to {MAX_PORT_PAIRS} port pairs, got {}", ports.len()),
+            ));
+        }
+        let mut pairs: Vec<(String, String)> = Vec::with_capacity(ports.len());
+        for (a, b) in ports {
+            let pair = (port(a, self.id())?, port(b, &remote.id)?);
+            if !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+        let src_type = self.record.lss_type(src_lss).ok_or_else(|| {
+            Error::new(ErrorKind::LssNotFound, format!("{}/{src_lss}", self.id()), "no volumes and no LCU")
+        })?;
+        let tgt_type = remote.tgt_type.ok_or_else(|| {
+            Error::new(ErrorKind::LssNotFound, format!("{}/{tgt_lss}", remote.id), "no volumes and no LCU")
+        })?;
+        if src_type != tgt_type {
+            return Err(Error::new(
+                ErrorKind::PprcLssTypeMismatch,
+                &name,
+                format!("{src_lss} is {src_type:?}, {tgt_lss} is {tgt_type:?}"),
+            ));
+        }
+        let rec = PprcPathRecord {
+            src_lss,
+            remote: remote.id.clone(),
+            remote_wwnn: remote.wwnn.to_ascii_uppercase(),
+            tgt_lss,
+            consistgrp,
+            ports: pairs,
+        };
+        let mut next = self.record.clone();
+        next.pprc_paths.retain(|p| !p.is(src_lss, &remote.id, tgt_lss));
+        next.pprc_paths.push(rec);
+        next.pprc_paths.sort_by(|a, b| (a.src_lss, &a.remote, a.tgt_lss).cmp(&(b.src_lss, &b.remote, b.tgt_lss)));
+        self.commit(next)?;
+        Ok(name)
+    }
+
+    /// `rmpprcpath`: the path `src_lss`:`tgt_lss` to `remote` must exist (and have
+    /// `remote_wwnn`, when given). The remote image need not exist any more.
+    pub fn remove_pprc_path(
+        &mut self,
+        remote: &ImageId,
+        remote_wwnn: Option<&str>,
+        src_lss: LssId,
+        tgt_lss: LssId,
+    ) -> Result<String> {
+        let name = format!("{src_lss}:{tgt_lss}");
+        let path = self
+            .record
+            .pprc_paths
+            .iter()
+            .find(|p| p.is(src_lss, remote, tgt_lss))
+            .ok_or_else(|| Error::new(ErrorKind::PprcPathNotFound, &name, format!("no path to {remote}")))?;
+        if let Some(w) = remote_wwnn
+            && !w.eq_ignore_ascii_case(&path.remote_wwnn)
+        {
+            return Err(Error::new(ErrorKind::PprcWwnnMismatch, w, format!("the path's WWNN is {}", path.remote_wwnn)));
+        }
+        let mut next = self.record.clone();
+        next.pprc_paths.retain(|p| !p.is(src_lss, remote, tgt_lss));
+        self.commit(next)?;
+        Ok(name)
+    }
+
+    /// The image's paths.
+    pub fn pprc_paths(&self) -> &[PprcPathRecord] {
+        &self.record.pprc_paths
+    }
+}

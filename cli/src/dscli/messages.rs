@@ -53,22 +53,23 @@ pub const CONNECT_FAILED: Message = m("CMUN00018E", "Unable to connect to the ma
 
 /// What a list/show command calls its objects in the not-found line.
 pub const OBJECT_NAMES: &[(&str, &str)] = &[
-    ("lsfbvol", "FB Volume"),               // [C]
-    ("showfbvol", "FB Volume"),             // [R]
-    ("lsckdvol", "CKD Volume"),             // [R]
-    ("showckdvol", "CKD Volume"),           // [R]
-    ("lsextpool", "Extent Pool"),           // [R]
-    ("showextpool", "Extent Pool"),         // [R]
-    ("lslss", "LSS"),                       // [R]
-    ("lslcu", "LCU"),                       // [R]
-    ("lssi", "Storage Image"),              // [R]
-    ("showsi", "Storage Image"),            // [R]
-    ("lsioport", "IO Port"),                // [R]
-    ("lsflash", "Flash Copy"),              // [C] (ibm-hmcconst; opensvc tests the text)
-    ("lsvolgrp", "Volume Group"),           // [C] (ibm-hmcconst)
-    ("showvolgrp", "Volume Group"),         // [R]
-    ("lshostconnect", "Host Connection"),   // [R]
-    ("showhostconnect", "Host Connection"), // [R]
+    ("lsfbvol", "FB Volume"),                      // [C]
+    ("showfbvol", "FB Volume"),                    // [R]
+    ("lsckdvol", "CKD Volume"),                    // [R]
+    ("showckdvol", "CKD Volume"),                  // [R]
+    ("lsextpool", "Extent Pool"),                  // [R]
+    ("showextpool", "Extent Pool"),                // [R]
+    ("lslss", "LSS"),                              // [R]
+    ("lslcu", "LCU"),                              // [R]
+    ("lssi", "Storage Image"),                     // [R]
+    ("showsi", "Storage Image"),                   // [R]
+    ("lsioport", "IO Port"),                       // [R]
+    ("lsflash", "Flash Copy"),                     // [C] (ibm-hmcconst; opensvc tests the text)
+    ("lsvolgrp", "Volume Group"),                  // [C] (ibm-hmcconst)
+    ("showvolgrp", "Volume Group"),                // [R]
+    ("lshostconnect", "Host Connection"),          // [R]
+    ("showhostconnect", "Host Connection"),        // [R]
+    ("lspprcpath", "Remote Mirror and Copy Path"), // [R]
 ];
 
 /// Action messages per verb: (verb, success, confirmation prompt for rm verbs).
@@ -133,6 +134,13 @@ pub const ACTIONS: &[(&str, Message, Option<Message>)] = &[
         "rmhostconnect",
         m("CMUC00015I", "Host connection {0} successfully deleted."),
         Some(m("CMUC00014W", "Are you sure you want to delete host connection {0}? [y/n]:")),
+    ),
+    // PPRC paths (dscli-spec.md §1.8 [R]).
+    ("mkpprcpath", m("CMUC00149I", "Remote Mirror and Copy path {0} successfully established."), None),
+    (
+        "rmpprcpath",
+        m("CMUC00150I", "Remote Mirror and Copy path {0} successfully removed."),
+        Some(m("CMUC00152W", "Are you sure you want to remove the Remote Mirror and Copy path {0}:? [y/n]:")),
     ),
 ];
 

@@ -527,6 +527,41 @@ pub static VERBS: &[Verb] = &[
         reports: true,
     },
     Verb {
+        name: "mkpprcpath",
+        summary: "Establishes Remote Mirror and Copy paths from a source LSS to a target LSS of another storage image of this site over I/O port pairs; replaces the port set of an existing path.",
+        flags: &[
+            f("-remotedev", Kind::Value("storage_image_ID")),
+            req("-remotewwnn", Kind::Value("wwnn")),
+            req("-srclss", Kind::Value("source_LSS_ID")),
+            req("-tgtlss", Kind::Value("target_LSS_ID")),
+            f("-consistgrp", B),
+        ],
+        ids: Ids::Required,
+        ids_help: "source_port:target_port ... | -",
+        reports: true,
+    },
+    Verb {
+        name: "lspprcpath",
+        summary: "Lists Remote Mirror and Copy paths, one row per port pair with its link state. -l adds tgtdev, consistgrp and reason (extensions).",
+        flags: &[f("-l", B)],
+        ids: Ids::Optional,
+        ids_help: "[Source_LSS_ID ... | range | -]",
+        reports: true,
+    },
+    Verb {
+        name: "rmpprcpath",
+        summary: "Removes Remote Mirror and Copy paths. -force is accepted (no pairs exist yet).",
+        flags: &[
+            f("-remotedev", Kind::Value("storage_image_ID")),
+            f("-remotewwnn", Kind::Value("wwnn")),
+            f("-force", B),
+            f("-quiet", B),
+        ],
+        ids: Ids::Required,
+        ids_help: "Source_LSS_ID:Target_LSS_ID ... | -",
+        reports: true,
+    },
+    Verb {
         name: "setenv",
         summary: "Changes session settings (banner, header, format, delimiter, verbose, default images, paging).",
         flags: &[

@@ -7,6 +7,7 @@ pub mod flash_list;
 pub mod hosts;
 pub mod lss;
 pub mod pool;
+pub mod pprc;
 pub mod system;
 pub mod volume;
 
@@ -47,6 +48,9 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Res {
         "lshostconnect" | "showhostconnect" => hosts::list_hosts(s, inv),
         "chhostconnect" => hosts::chhostconnect(s, inv),
         "rmhostconnect" => hosts::rmhostconnect(s, inv),
+        "mkpprcpath" => pprc::mkpprcpath(s, inv),
+        "lspprcpath" => pprc::lspprcpath(s, inv),
+        "rmpprcpath" => pprc::rmpprcpath(s, inv),
         "ver" => system::ver(s, inv),
         "setenv" => env::setenv(s, inv),
         "showenv" => env::showenv(s, inv),

@@ -210,7 +210,7 @@ impl ImageFlash {
         result.map(|()| (reserved, at))
     }
 
-    /// Start copying `sub` (its locks are in `h`): a hole becomes a punched hole at once;
+    /// Start copying `sub` (its run, with its locks, is `held[tag]`): a hole becomes a punched hole at once;
     /// data goes to the stream (making room first) or is copied with blocking calls.
     #[allow(clippy::too_many_arguments)]
     fn start_copy<'a>(

@@ -18,5 +18,7 @@ mod hosts_e2e;
 mod killnine;
 #[path = "cli/nbd_e2e.rs"]
 mod nbd_e2e;
+#[path = "cli/pprc_tcp_e2e.rs"]
+mod pprc_tcp_e2e;
 #[path = "cli/site_proc.rs"]
 mod site_proc;

@@ -104,22 +104,53 @@ impl Site {
     }
 
     /// Bring the PPRC path links in line with the catalogs: every port pair of a path whose
-    /// remote image is in this site gets an in-process link.
+    /// remote image is in this site gets an in-process link; one whose remote image is a
+    /// peer (`HOME/peers`) is dialled over TCP; every port of the site is served when
+    /// listening.
     fn reconcile_paths(&self, images: &BTreeMap<ImageId, Image>) {
-        let mut wanted = std::collections::BTreeSet::new();
+        let peers = crate::mirror::load_peers(&self.home).unwrap_or_else(|e| {
+            tracing::warn!("PPRC paths: {e}");
+            BTreeMap::new()
+        });
+        let mut wanted = crate::mirror::Wanted::default();
         for img in images.values() {
+            for port in crate::image::IO_PORTS {
+                wanted.ports.extend(crate::mirror::addr(img.id(), port));
+            }
             for p in img.pprc_paths() {
-                if !images.contains_key(&p.remote) {
+                let peer = if images.contains_key(&p.remote) {
+                    None
+                } else if let Some(at) = peers.get(&p.remote_wwnn.to_ascii_uppercase()) {
+                    Some(*at)
+                } else {
                     continue;
-                }
+                };
                 for (a, b) in &p.ports {
                     if let (Some(a), Some(b)) = (crate::mirror::addr(img.id(), a), crate::mirror::addr(&p.remote, b)) {
-                        wanted.insert((a, b));
+                        match peer {
+                            None => drop(wanted.local.insert((a, b))),
+                            Some(at) => drop(wanted.remote.insert((a, b), at)),
+                        }
                     }
                 }
             }
         }
         self.paths().reconcile(&self.home, &wanted);
+    }
+
+    /// Listen for other flashd's PPRC path links on `addr` (loopback only, `--link-listen`):
+    /// every I/O port of every image here is served there from now on. Returns the address
+    /// bound.
+    pub fn listen_links(&self, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
+        let bound = self.paths().listen(addr)?;
+        self.reconcile_paths(&self.images());
+        tracing::info!("PPRC path links: listening on tcp {bound} for other flashd");
+        Ok(bound)
+    }
+
+    /// The address flashd listens on for other flashd's links, if it does.
+    pub fn link_listening(&self) -> Option<std::net::SocketAddr> {
+        self.paths().listening()
     }
 
     /// The link of a PPRC path's port pair (`port` of `image` to `attached` of `remote`), if up.
@@ -159,6 +190,8 @@ impl Site {
                 views.push(crate::control::PprcPathView { record: p.clone(), tgt_ssid, ports });
             }
         }
+        // Paths to another flashd whose link dropped are dialled again (without the site lock).
+        self.paths().redial(&self.home);
         for v in &mut views {
             for pv in &mut v.ports {
                 let link = self.path_link(image, &pv.port, &v.record.remote, &pv.attached);
@@ -366,6 +399,8 @@ impl Site {
                 let image = Image::create(&self.home, &id, self.io.clone(), now, self.opts.boot_id.clone())?;
                 tracing::info!("created storage image {id}");
                 images.insert(id, image);
+                // Its ports are served to other flashd when listening.
+                self.reconcile_paths(&images);
                 Reply::Done
             }
             Request::ImageList => Reply::Images(images.values().map(Image::view).collect()),
@@ -452,13 +487,17 @@ impl Site {
                     Some(r) => crate::image::pprc::RemoteFacts {
                         id: remote.clone(),
                         wwnn: r.id().wwnn(),
-                        tgt_type: r.record().lss_type(tgt_lss),
+                        tgt_type: Some(r.record().lss_type(tgt_lss)),
                     },
+                    // Another site's image: its LSS cannot be checked from here.
+                    None if crate::mirror::load_peers(&self.home)?.contains_key(&remote.wwnn()) => {
+                        crate::image::pprc::RemoteFacts { id: remote.clone(), wwnn: remote.wwnn(), tgt_type: None }
+                    }
                     None => {
                         return Err(Error::new(
                             ErrorKind::PprcRemoteNotFound,
                             &remote,
-                            "the remote storage image is not in this site",
+                            "the remote storage image is not in this site nor a peer (flashd peer add)",
                         ));
                     }
                 };

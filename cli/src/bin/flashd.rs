@@ -41,15 +41,69 @@ enum Cmd {
         /// /dev/fuse), e.g. for a loop device. An extension; see the README.
         #[arg(long, value_name = "DIR")]
         mount: Option<PathBuf>,
+        /// Take PPRC path links from other flashd on this loopback address, e.g.
+        /// 127.0.0.1:7800, for every I/O port of every image here (an extension).
+        #[arg(long, value_name = "ADDR")]
+        link_listen: Option<std::net::SocketAddr>,
         /// Start a new session (setsid): no controlling terminal, no terminal signals.
         /// dscli uses this when it starts flashd in the background.
         #[arg(long)]
         detach: bool,
     },
+    /// Other flashd whose images PPRC paths may reach (HOME/peers; an extension).
+    Peer {
+        #[command(subcommand)]
+        cmd: PeerCmd,
+    },
+    /// The site key two flashd must share to link (HOME/site.key; an extension).
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
     /// Storage images of the site (an extension: DS CLI cannot create images).
     Image {
         #[command(subcommand)]
         cmd: ImageCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerCmd {
+    /// Name where the remote image WWNN is served: its flashd's --link-listen address.
+    Add {
+        #[arg(long)]
+        home: Option<PathBuf>,
+        #[arg(long)]
+        wwnn: String,
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+    },
+    /// List the peers (WWNN and address).
+    List {
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
+    /// Forget a peer.
+    Remove {
+        #[arg(long)]
+        home: Option<PathBuf>,
+        #[arg(long)]
+        wwnn: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// Print the site key (made if the home has none).
+    Show {
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
+    /// Replace the site key with HEX (another site's); restart flashd to use it.
+    Set {
+        #[arg(long)]
+        home: Option<PathBuf>,
+        hex: String,
     },
 }
 
@@ -102,7 +156,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Run { home, nbd_tcp, copy_rate, copy_direct, mount, detach } => {
+        Cmd::Run { home, nbd_tcp, copy_rate, copy_direct, mount, link_listen, detach } => {
             if detach {
                 // Fails only if we already lead a process group; then we are detached enough.
                 let _ = rustix::process::setsid();
@@ -111,6 +165,11 @@ fn run(cli: Cli) -> Result<()> {
                 && !addr.ip().is_loopback()
             {
                 bail!("--nbd-tcp must be a loopback address (127.0.0.1 or ::1), not {addr}");
+            }
+            if let Some(addr) = link_listen
+                && !addr.ip().is_loopback()
+            {
+                bail!("--link-listen must be a loopback address (127.0.0.1 or ::1), not {addr}");
             }
             let home = home.unwrap_or_else(daemon::default_home);
             // Relative to where flashd was started, whatever directory it runs in later.
@@ -121,8 +180,40 @@ fn run(cli: Cli) -> Result<()> {
                 copy_rate_mib: copy_rate.filter(|&r| r > 0),
                 copy_direct,
                 mount,
+                link_listen,
             })
         }
+        Cmd::Peer { cmd } => match cmd {
+            PeerCmd::Add { home, wwnn, addr } => {
+                let home = home_dir(home)?;
+                flashtrack::mirror::peer_add(&home, &wwnn, addr)?;
+                println!("peer {} at {addr}", wwnn.to_ascii_uppercase());
+                Ok(())
+            }
+            PeerCmd::List { home } => {
+                for (w, a) in flashtrack::mirror::load_peers(&home_of(home))? {
+                    println!("{w} {a}");
+                }
+                Ok(())
+            }
+            PeerCmd::Remove { home, wwnn } => {
+                flashtrack::mirror::peer_remove(&home_of(home), &wwnn)?;
+                println!("peer {} removed", wwnn.to_ascii_uppercase());
+                Ok(())
+            }
+        },
+        Cmd::Key { cmd } => match cmd {
+            KeyCmd::Show { home } => {
+                let key = flashtrack::mirror::site_key(&home_dir(home)?)?;
+                println!("{}", flashtrack::mirror::key_hex(&key));
+                Ok(())
+            }
+            KeyCmd::Set { home, hex } => {
+                flashtrack::mirror::set_site_key(&home_dir(home)?, &hex)?;
+                println!("site key set; restart flashd to use it");
+                Ok(())
+            }
+        },
         Cmd::Image { cmd } => match cmd {
             ImageCmd::Create { home, id } => {
                 let id: ImageId = id.parse()?;
@@ -146,6 +237,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
     }
+}
+
+/// The home, made (private) if it does not exist yet.
+fn home_dir(home: Option<PathBuf>) -> Result<PathBuf> {
+    let home = home_of(home);
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&home)
+        .with_context(|| format!("creating {}", home.display()))?;
+    Ok(home)
 }
 
 fn home_of(home: Option<PathBuf>) -> PathBuf {

@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub copy_direct: bool,
     /// Show FB volumes as files under this directory (FUSE, an extension).
     pub mount: Option<PathBuf>,
+    /// Listen for other flashd's PPRC path links on this loopback address (extension).
+    pub link_listen: Option<std::net::SocketAddr>,
 }
 
 /// Why the daemon stops.
@@ -79,6 +81,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             return Err(anyhow::anyhow!("{e}"));
         }
     };
+    if let Some(addr) = opts.link_listen {
+        site.listen_links(addr).with_context(|| format!("listening for links on {addr}"))?;
+    }
     let pid_file = opts.home.join(PID_FILE);
     fs::write(&pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_file.display()))?;

@@ -4,11 +4,13 @@
 //!
 //! Rules, each with its own error kind, checked before anything changes:
 //! * the remote image is another image of this site (`PprcPathToSelf`, `PprcRemoteNotFound`)
-//!   and `-remotewwnn` is its WWNN (`PprcWwnnMismatch`);
+//!   or one listed in `HOME/peers` (another flashd, `crate::mirror`), and `-remotewwnn` is its
+//!   WWNN (`PprcWwnnMismatch`);
 //! * 1 to 8 port pairs, each port an I/O port of its image, I0000-I0003 (`PprcPortInvalid`);
 //! * the source LSS exists on this image and the target LSS on the remote one: an LSS exists
 //!   when it has an LCU or volumes, as `lslss` shows (`LssNotFound`), and both hold the same
-//!   volume type (`PprcLssTypeMismatch`);
+//!   volume type (`PprcLssTypeMismatch`); a peer's target LSS is not checked (it lives in
+//!   the other flashd; nothing asks it in band yet);
 //! * a new path for an existing LSS pair replaces its port set (as the DS8000 does);
 //! * removing a path that does not exist is refused (`PprcPathNotFound`).
 
@@ -25,8 +27,9 @@ pub const MAX_PORT_PAIRS: usize = 8;
 pub struct RemoteFacts {
     pub id: ImageId,
     pub wwnn: String,
-    /// The target LSS's type, `None` when it does not exist.
-    pub tgt_type: Option<StorageType>,
+    /// The target LSS's type (`Some(None)` when it does not exist), or `None` when the remote
+    /// image is another site's (a peer): its LSS cannot be checked from here.
+    pub tgt_type: Option<Option<StorageType>>,
 }
 
 /// A port as the catalog keeps it (`I0001`), if it is one of every image's I/O ports.
@@ -79,10 +82,15 @@ impl Image {
         let src_type = self.record.lss_type(src_lss).ok_or_else(|| {
             Error::new(ErrorKind::LssNotFound, format!("{}/{src_lss}", self.id()), "no volumes and no LCU")
         })?;
-        let tgt_type = remote.tgt_type.ok_or_else(|| {
-            Error::new(ErrorKind::LssNotFound, format!("{}/{tgt_lss}", remote.id), "no volumes and no LCU")
-        })?;
-        if src_type != tgt_type {
+        let tgt_type = match remote.tgt_type {
+            Some(t) => Some(t.ok_or_else(|| {
+                Error::new(ErrorKind::LssNotFound, format!("{}/{tgt_lss}", remote.id), "no volumes and no LCU")
+            })?),
+            None => None,
+        };
+        if let Some(tgt_type) = tgt_type
+            && src_type != tgt_type
+        {
             return Err(Error::new(
                 ErrorKind::PprcLssTypeMismatch,
                 &name,

@@ -244,6 +244,30 @@ pub fn client(s: &mut dyn Stream, key: &SiteKey, me: LinkAddr, incarnation: u64,
     Ok(Peer { addr: peer, incarnation: inc_s })
 }
 
+/// A client's first frame: who it is and which address it means to reach.
+#[derive(Debug, Clone, Copy)]
+pub struct Hello {
+    pub inc_c: u64,
+    pub client: LinkAddr,
+    pub wanted: LinkAddr,
+    nonce_c: [u8; NONCE_LEN],
+}
+
+/// Reads a client's Hello (a listener shared by several endpoints routes on `wanted`).
+pub fn read_hello(s: &mut dyn Stream, remote: &dyn fmt::Display) -> Result<Hello> {
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(remote, &e))?;
+    let hello = expect(s, FrameType::Hello, remote)?;
+    let mut f = Fields::new(&hello);
+    let parsed = (|| Ok((f.u64()?, get_addr(&mut f)?, get_addr(&mut f)?, f.array::<NONCE_LEN>()?, f.end()?)))();
+    let (inc_c, client, wanted, nonce_c, ()) = parsed.map_err(|e| malformed(s, remote, e))?;
+    Ok(Hello { inc_c, client, wanted, nonce_c })
+}
+
+/// Refuses a Hello for an address nobody serves here.
+pub fn refuse_address(s: &mut dyn Stream, hello: &Hello, why: &str) -> Error {
+    refuse(s, REFUSED_ADDRESS, ErrorKind::InvalidArgument, &hello.client, why)
+}
+
 /// The accepting side, at address `me`. `nonces` is the endpoint's memory of client nonces.
 pub fn server(
     s: &mut dyn Stream,
@@ -253,11 +277,20 @@ pub fn server(
     nonces: &NonceMemory,
     remote: &dyn fmt::Display,
 ) -> Result<Peer> {
-    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| Error::io(remote, &e))?;
-    let hello = expect(s, FrameType::Hello, remote)?;
-    let mut f = Fields::new(&hello);
-    let parsed = (|| Ok((f.u64()?, get_addr(&mut f)?, get_addr(&mut f)?, f.array::<NONCE_LEN>()?, f.end()?)))();
-    let (inc_c, client, wanted, nonce_c, ()) = parsed.map_err(|e| malformed(s, remote, e))?;
+    let hello = read_hello(s, remote)?;
+    server_after_hello(s, key, me, incarnation, nonces, &hello)
+}
+
+/// `server` once the Hello has been read.
+pub fn server_after_hello(
+    s: &mut dyn Stream,
+    key: &SiteKey,
+    me: LinkAddr,
+    incarnation: u64,
+    nonces: &NonceMemory,
+    hello: &Hello,
+) -> Result<Peer> {
+    let Hello { inc_c, client, wanted, nonce_c } = *hello;
     if wanted != me {
         let why = format!("this is {me}, not {wanted}");
         return Err(refuse(s, REFUSED_ADDRESS, ErrorKind::InvalidArgument, &client, &why));

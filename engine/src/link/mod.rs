@@ -289,6 +289,146 @@ impl LinkEndpoint {
     }
 }
 
+/// One TCP listener (loopback only) for many endpoints of this process: each connection is
+/// routed by the address its Hello asks for to the endpoint served under it
+/// ([`LinkListener::serve`]); an address nobody serves is refused (and logged). This is how one
+/// flashd takes link connections for all its images' ports on one `--link-listen` address.
+/// Dropping it stops listening; links already made belong to their endpoints.
+pub struct LinkListener {
+    inner: Arc<ListenerInner>,
+}
+
+struct ListenerInner {
+    bound: SocketAddr,
+    routes: Mutex<HashMap<LinkAddr, std::sync::Weak<EndpointInner>>>,
+    closing: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for LinkListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LinkListener({})", self.inner.bound)
+    }
+}
+
+impl LinkListener {
+    /// Listens on `addr` (loopback only; port 0 picks one).
+    pub fn bind(addr: SocketAddr) -> Result<LinkListener> {
+        transport::check_loopback(addr)?;
+        let listener =
+            TcpListener::bind(addr).map_err(|e| Error::new(ErrorKind::HostPortInUse, addr, e.to_string()))?;
+        let bound = listener.local_addr().map_err(|e| Error::io(addr, &e))?;
+        let inner = Arc::new(ListenerInner {
+            bound,
+            routes: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        });
+        let me = inner.clone();
+        let t = std::thread::Builder::new()
+            .name("link-listen".into())
+            .spawn(move || me.accept_loop(&listener))
+            .map_err(|e| Error::io(addr, &e))?;
+        inner.keep(t);
+        Ok(LinkListener { inner })
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.bound
+    }
+
+    /// Route connections for `ep`'s address to it (replacing an earlier endpoint there).
+    pub fn serve(&self, ep: &LinkEndpoint) {
+        lock(&self.inner.routes).insert(ep.local(), Arc::downgrade(&ep.inner));
+    }
+
+    /// Stop routing to `addr`.
+    pub fn unserve(&self, addr: &LinkAddr) {
+        lock(&self.inner.routes).remove(addr);
+    }
+
+    /// The addresses served.
+    pub fn served(&self) -> Vec<LinkAddr> {
+        lock(&self.inner.routes).keys().copied().collect()
+    }
+
+    /// Stops listening and joins the listener's threads. Idempotent.
+    pub fn shutdown(&self) {
+        if self.inner.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = TcpStream::connect_timeout(&self.inner.bound, Duration::from_secs(1));
+        let threads = std::mem::take(&mut *lock(&self.inner.threads));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LinkListener {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl ListenerInner {
+    fn keep(&self, t: JoinHandle<()>) {
+        let mut threads = lock(&self.threads);
+        threads.retain(|t| !t.is_finished());
+        threads.push(t);
+    }
+
+    fn accept_loop(self: &Arc<Self>, listener: &TcpListener) {
+        loop {
+            let accepted = listener.accept();
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            match accepted {
+                Ok((s, remote)) => {
+                    let _ = s.set_nodelay(true);
+                    let me = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("link-handshake".into())
+                        .spawn(move || me.route(Box::new(s), &remote));
+                    match spawned {
+                        Ok(t) => self.keep(t),
+                        Err(e) => tracing::warn!("link: cannot start a handshake: {e}"),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(listen = %self.bound, "link: accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Reads the Hello and hands the connection to the endpoint it asks for.
+    fn route(&self, mut s: Box<dyn Stream>, remote: &SocketAddr) {
+        let hello = match auth::read_hello(s.as_mut(), remote) {
+            Ok(h) => h,
+            Err(e) => {
+                s.shutdown();
+                tracing::warn!(listen = %self.bound, "link: handshake with {remote} failed: {e}");
+                return;
+            }
+        };
+        let ep = lock(&self.routes).get(&hello.wanted).and_then(std::sync::Weak::upgrade);
+        match ep {
+            Some(ep) if !ep.closing.load(Ordering::Acquire) => {
+                // Refusals are logged by the handshake.
+                let _ = ep.accept_after_hello(s, &hello, remote);
+            }
+            _ => {
+                let why = format!("no port {} is served here", hello.wanted);
+                drop(auth::refuse_address(s.as_mut(), &hello, &why));
+            }
+        }
+    }
+}
+
 impl Drop for LinkEndpoint {
     fn drop(&mut self) {
         self.shutdown();
@@ -347,7 +487,28 @@ impl EndpointInner {
 
     /// The server side of a new connection: authenticate, then adopt it as a link.
     fn accept_stream(self: &Arc<Self>, mut s: Box<dyn Stream>, remote: &dyn fmt::Display) -> Result<Link> {
-        match auth::server(s.as_mut(), &self.key, self.local, self.incarnation, &self.nonces, remote) {
+        let r = auth::server(s.as_mut(), &self.key, self.local, self.incarnation, &self.nonces, remote);
+        self.finish_accept(s, r, remote)
+    }
+
+    /// The server side once a shared listener has read the Hello and routed it here.
+    fn accept_after_hello(
+        self: &Arc<Self>,
+        mut s: Box<dyn Stream>,
+        hello: &auth::Hello,
+        remote: &dyn fmt::Display,
+    ) -> Result<Link> {
+        let r = auth::server_after_hello(s.as_mut(), &self.key, self.local, self.incarnation, &self.nonces, hello);
+        self.finish_accept(s, r, remote)
+    }
+
+    fn finish_accept(
+        self: &Arc<Self>,
+        s: Box<dyn Stream>,
+        handshake: Result<auth::Peer>,
+        remote: &dyn fmt::Display,
+    ) -> Result<Link> {
+        match handshake {
             Ok(peer) => self.adopt(s, peer),
             Err(e) => {
                 s.shutdown();

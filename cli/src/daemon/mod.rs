@@ -1,7 +1,8 @@
 //! flashd: the daemon that owns a site home (the HMC of this world).
 //!
 //! Start order (DESIGN.md "Recovery and shutdown"): lock and recover the site (catalogs,
-//! orphans), then open NBD and the FUSE view (`--mount`), then the control socket last, so a
+//! orphans) and listen for other flashd's PPRC path links (`--link-listen`), then open NBD and
+//! the FUSE view (`--mount`), then the control socket last, so a
 //! client that sees `control.sock` finds everything ready. Host connections' NBD endpoints
 //! start with the site NBD socket and follow the catalogs (`hosts.rs`). Shutdown on SIGTERM/SIGINT or a `Shutdown`
 //! request: stop accepting, end host sessions, flush volumes, write the clean mark, exit 0;

@@ -397,7 +397,7 @@ pub const ENGINE: &[EngineMessage] = &[
     e(
         ErrorKind::PprcRemoteNotFound,
         "CMUN90072E",
-        "The remote storage image is not in this site; paths to another flashd are not supported yet.",
+        "The remote storage image is not in this site nor a peer (flashd peer add).",
         exit::SERVER,
         false,
     ),

@@ -86,6 +86,15 @@ fn pprc_path_to_another_flashd_over_tcp() {
     let (a, b, c): (ImageId, ImageId, ImageId) =
         ("IBM.2107-75FA120".parse().unwrap(), "IBM.2107-75FB150".parse().unwrap(), "IBM.2107-75FC190".parse().unwrap());
 
+    // --link-listen is loopback only, as --nbd-tcp.
+    let out = Command::new(flashd_bin())
+        .args(["run", "--link-listen", "0.0.0.0:7800", "--home"])
+        .arg(hc.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
+
     // A and B share A's key; C keeps a key of its own.
     let key = flashd(ha.path(), &["key", "show"]).trim().to_string();
     assert_eq!(key.len(), 64);

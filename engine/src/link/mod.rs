@@ -30,6 +30,10 @@
 //! at each end, registered under the peer's address ([`LinkEndpoint::link`]). A link is
 //! symmetric: either end may send requests (a failback reverses the direction).
 //!
+//! One process serving many endpoints on one TCP address uses a [`LinkListener`]: it reads
+//! each connection's Hello and hands it to the endpoint the Hello asks for (refusing, and
+//! logging, an address it does not serve); the handshake then goes on as with `listen_tcp`.
+//!
 //! # Requests, replies, at most once
 //!
 //! Every [`Message`] is a request with a [`Reply`]. [`Link::submit`] sends one and returns a

@@ -463,3 +463,36 @@ fn in_flight_requests_are_capped() {
         assert_eq!(w.wait(LONG).unwrap(), Reply::Done);
     }
 }
+
+#[test]
+fn one_listener_routes_to_many_endpoints_and_refuses_the_rest() {
+    let c_addr = LinkAddr { wwnn: B.wwnn, port: B.port + 1 };
+    let (a, _) = endpoint(A, KEY);
+    let (b, rb) = endpoint(B, KEY);
+    let (c, rc) = endpoint(c_addr, KEY);
+    let l = LinkListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    assert!(LinkListener::bind("0.0.0.0:0".parse().unwrap()).is_err(), "loopback only");
+    l.serve(&b);
+    l.serve(&c);
+    let at = l.local_addr();
+    assert_eq!(l.served().len(), 2);
+    let ab = a.connect_tcp(at, B).unwrap();
+    let ac = a.connect_tcp(at, c_addr).unwrap();
+    ab.request(&track(1, 8), Duration::from_secs(2)).unwrap();
+    ac.request(&track(2, 8), Duration::from_secs(2)).unwrap();
+    assert_eq!((rb.calls(), rc.calls()), (1, 1), "each connection reached the endpoint it asked for");
+    eventually("B's link to A", || b.link(&A).is_some());
+    // An address nobody serves here (or no longer) is refused.
+    l.unserve(&c_addr);
+    let e = a.connect_tcp(at, c_addr).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    let e = a.connect_tcp(at, LinkAddr { wwnn: 7, port: 0 }).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    // A wrong key through the listener is refused like a direct one.
+    let (x, _) = endpoint(LinkAddr { wwnn: 9, port: 0 }, b"another key, not the site's one!");
+    assert_eq!(x.connect_tcp(at, B).unwrap_err().kind, ErrorKind::LinkAuthFailed);
+    // Links outlive the listener; new connections do not.
+    l.shutdown();
+    ab.request(&track(3, 8), Duration::from_secs(2)).unwrap();
+    assert!(a.connect_tcp(at, B).is_err());
+}

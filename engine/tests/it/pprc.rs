@@ -189,3 +189,85 @@ fn catalogs_without_paths_keep_their_bytes() {
     let text = String::from_utf8_lossy(&std::fs::read(&cat).unwrap()).into_owned();
     assert!(text.contains("pprc_paths"));
 }
+
+#[test]
+fn peers_file_and_site_key_file() {
+    use flashtrack::mirror::{PEERS_FILE, key_hex, load_peers, peer_add, peer_remove, set_site_key, site_key};
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    assert!(load_peers(h).unwrap().is_empty(), "no file, no peers");
+    let at: std::net::SocketAddr = "127.0.0.1:7800".parse().unwrap();
+    peer_add(h, "5005076a12345678", at).unwrap();
+    peer_add(h, "5005076B00000001", "127.0.0.1:7801".parse().unwrap()).unwrap();
+    peer_add(h, "5005076A12345678", "127.0.0.1:7802".parse().unwrap()).unwrap();
+    let peers = load_peers(h).unwrap();
+    assert_eq!(peers.len(), 2);
+    assert_eq!(peers["5005076A12345678"].to_string(), "127.0.0.1:7802", "add replaces; WWNNs uppercase");
+    let file = h.join(PEERS_FILE);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // Refusals change nothing.
+    let before = std::fs::read(&file).unwrap();
+    assert_eq!(peer_add(h, "5005076A1234567", at).unwrap_err().kind, ErrorKind::InvalidArgument);
+    assert_eq!(peer_add(h, "5005076A1234567Z", at).unwrap_err().kind, ErrorKind::InvalidArgument);
+    let lan = "192.0.2.1:7800".parse().unwrap();
+    assert_eq!(peer_add(h, "5005076A12345678", lan).unwrap_err().kind, ErrorKind::InvalidArgument);
+    assert_eq!(peer_remove(h, "5005076C00000000").unwrap_err().kind, ErrorKind::InvalidArgument);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    peer_remove(h, "5005076b00000001").unwrap();
+    assert_eq!(load_peers(h).unwrap().keys().collect::<Vec<_>>(), ["5005076A12345678"]);
+    // Hand-edited: comments and blank lines are fine, a bad line is Corrupt.
+    std::fs::write(&file, "# x\n\n5005076A12345678   127.0.0.1:9\n").unwrap();
+    assert_eq!(load_peers(h).unwrap()["5005076A12345678"].port(), 9);
+    std::fs::write(&file, "5005076A12345678\n").unwrap();
+    assert_eq!(load_peers(h).unwrap_err().kind, ErrorKind::Corrupt);
+    // No temp files left behind.
+    let left: Vec<_> =
+        std::fs::read_dir(h).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // The site key: made once, set from another site's hex, 0600; bad hex or a short key refused.
+    let made = key_hex(&site_key(h).unwrap());
+    assert_eq!(key_hex(&site_key(h).unwrap()), made);
+    let other = "ab".repeat(32);
+    set_site_key(h, &other.to_uppercase()).unwrap();
+    assert_eq!(key_hex(&site_key(h).unwrap()), other);
+    let key = h.join("site.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(set_site_key(h, "xyz1").unwrap_err().kind, ErrorKind::InvalidArgument);
+    assert!(set_site_key(h, "abcd").is_err(), "shorter than the minimum key length");
+    assert_eq!(key_hex(&site_key(h).unwrap()), other, "refusals keep the key");
+}
+
+/// Two sites in one process, linked over loopback TCP as two flashd would be.
+#[test]
+fn path_to_a_peer_site_over_tcp() {
+    let (ta, a, _) = setup();
+    let tb = TestSite::new();
+    let b = tb.image("IBM.2107-75FB150");
+    // The two sites share A's key (flashd key show / key set).
+    let ka = flashtrack::mirror::key_hex(&flashtrack::mirror::site_key(ta.home()).unwrap());
+    flashtrack::mirror::set_site_key(tb.home(), &ka).unwrap();
+    let at = tb.site().listen_links("127.0.0.1:0".parse().unwrap()).unwrap();
+    assert_eq!(tb.site().link_listening(), Some(at));
+    assert!(tb.site().listen_links("0.0.0.0:0".parse().unwrap()).is_err(), "loopback only, and once");
+
+    // Not a peer yet: refused, nothing written.
+    let p = [("I0000", "I0001")];
+    ta.unchanged(&a, |t| assert_eq!(t.err(mkpath(&a, &b, &b.wwnn(), 0x10, 0x11, &p)), ErrorKind::PprcRemoteNotFound));
+    flashtrack::mirror::peer_add(ta.home(), &b.wwnn(), at).unwrap();
+    // The WWNN still has to be the remote image's; the remote LSS is not checked from here.
+    ta.unchanged(&a, |t| assert_eq!(t.err(mkpath(&a, &b, &a.wwnn(), 0x10, 0x11, &p)), ErrorKind::PprcWwnnMismatch));
+    items_ok(ta.ok(mkpath(&a, &b, &b.wwnn(), 0x10, 0x7F, &p)));
+    let v = paths(&ta, &a);
+    assert_eq!(v[0].ports[0].state, PathState::Success);
+    ta.site().path_link(&a, "I0000", &b, "I0001").expect("a TCP link").ping(std::time::Duration::from_secs(2)).unwrap();
+
+    // B gone: Down; path kept.
+    drop(tb);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while paths(&ta, &a)[0].ports[0].state != PathState::FailedDown {
+        assert!(std::time::Instant::now() < deadline, "the path did not go down");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    items_ok(ta.ok(rmpath(&a, &b, 0x10, 0x7F)));
+}

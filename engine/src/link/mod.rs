@@ -378,35 +378,14 @@ impl Drop for LinkListener {
 
 impl ListenerInner {
     fn keep(&self, t: JoinHandle<()>) {
-        let mut threads = lock(&self.threads);
-        threads.retain(|t| !t.is_finished());
-        threads.push(t);
+        keep_thread(&self.threads, t);
     }
 
     fn accept_loop(self: &Arc<Self>, listener: &TcpListener) {
-        loop {
-            let accepted = listener.accept();
-            if self.closing.load(Ordering::Acquire) {
-                return;
-            }
-            match accepted {
-                Ok((s, remote)) => {
-                    let _ = s.set_nodelay(true);
-                    let me = self.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("link-handshake".into())
-                        .spawn(move || me.route(Box::new(s), &remote));
-                    match spawned {
-                        Ok(t) => self.keep(t),
-                        Err(e) => tracing::warn!("link: cannot start a handshake: {e}"),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(listen = %self.bound, "link: accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
+        accept_loop(listener, &self.closing, &self.threads, &self.bound, |s, remote| {
+            let me = self.clone();
+            move || me.route(Box::new(s), &remote)
+        });
     }
 
     /// Reads the Hello and hands the connection to the endpoint it asks for.
@@ -439,6 +418,47 @@ impl Drop for LinkEndpoint {
     }
 }
 
+/// Remember a thread to join at shutdown, forgetting the ones that have finished.
+fn keep_thread(threads: &Mutex<Vec<JoinHandle<()>>>, t: JoinHandle<()>) {
+    let mut threads = lock(threads);
+    threads.retain(|t| !t.is_finished());
+    threads.push(t);
+}
+
+/// Accept TCP connections until `closing`, running each one's handshake (`serve`) on a
+/// thread of its own, kept in `threads`. Shared by an endpoint's own listener and the
+/// site-wide `LinkListener`.
+fn accept_loop<F, G>(
+    listener: &TcpListener,
+    closing: &AtomicBool,
+    threads: &Mutex<Vec<JoinHandle<()>>>,
+    who: &dyn fmt::Display,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> G,
+    G: FnOnce() + Send + 'static,
+{
+    loop {
+        let accepted = listener.accept();
+        if closing.load(Ordering::Acquire) {
+            return;
+        }
+        match accepted {
+            Ok((s, remote)) => {
+                let _ = s.set_nodelay(true);
+                match std::thread::Builder::new().name("link-handshake".into()).spawn(serve(s, remote)) {
+                    Ok(t) => keep_thread(threads, t),
+                    Err(e) => tracing::warn!("link: cannot start a handshake: {e}"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(local = %who, "link: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 fn worker(jobs: &Receiver<Job>, stop: &Receiver<()>, handler: &dyn Handler) {
     loop {
         let job = select! {
@@ -458,35 +478,14 @@ fn worker(jobs: &Receiver<Job>, stop: &Receiver<()>, handler: &dyn Handler) {
 
 impl EndpointInner {
     fn keep(&self, t: JoinHandle<()>) {
-        let mut threads = lock(&self.threads);
-        threads.retain(|t| !t.is_finished());
-        threads.push(t);
+        keep_thread(&self.threads, t);
     }
 
     fn accept_loop(self: &Arc<Self>, listener: &TcpListener) {
-        loop {
-            let accepted = listener.accept();
-            if self.closing.load(Ordering::Acquire) {
-                return;
-            }
-            match accepted {
-                Ok((s, remote)) => {
-                    let _ = s.set_nodelay(true);
-                    let inner = self.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("link-handshake".into())
-                        .spawn(move || drop(inner.accept_stream(Box::new(s), &remote)));
-                    match spawned {
-                        Ok(t) => self.keep(t),
-                        Err(e) => tracing::warn!("link: cannot start a handshake: {e}"),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(local = %self.local, "link: accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
+        accept_loop(listener, &self.closing, &self.threads, &self.local, |s, remote| {
+            let inner = self.clone();
+            move || drop(inner.accept_stream(Box::new(s), &remote))
+        });
     }
 
     /// The server side of a new connection: authenticate, then adopt it as a link.

@@ -23,6 +23,7 @@ use super::{IoEngine, IoKind, MAX_IO, Op, is_unsupported, run_op, write_zeroes};
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -221,7 +222,13 @@ fn nowait_read(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Option<usize>
 /// thread, which blocks exactly as `pwrite` does, plus two hand-offs. For a descriptor
 /// without `O_DIRECT` the write is then done here with `pwrite` (the callers are worker
 /// threads already); `O_DIRECT` writes still go to the ring, where they are truly async.
-fn nowait_write(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> usize {
+///
+/// `refused` remembers an EOPNOTSUPP, so later writes skip the `RWF_NOWAIT` attempt that the
+/// file system would refuse again (two system calls per host write otherwise).
+fn nowait_write(fd: BorrowedFd<'_>, buf: &[u8], offset: u64, refused: &AtomicBool) -> usize {
+    if refused.load(Ordering::Relaxed) {
+        return if is_direct(fd) { 0 } else { blocking_write(fd, buf, offset) };
+    }
     let mut done = 0;
     while done < buf.len() {
         let rest = &buf[done..];
@@ -229,8 +236,12 @@ fn nowait_write(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> usize {
         match rustix::io::pwritev2(fd, &iov, offset + done as u64, rustix::io::ReadWriteFlags::NOWAIT) {
             Ok(0) => break,
             Ok(n) => done += n,
-            Err(rustix::io::Errno::OPNOTSUPP) if !is_direct(fd) => {
-                return done + blocking_write(fd, &buf[done..], offset + done as u64);
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                refused.store(true, Ordering::Relaxed);
+                if !is_direct(fd) {
+                    return done + blocking_write(fd, &buf[done..], offset + done as u64);
+                }
+                break;
             }
             Err(_) => break,
         }
@@ -263,6 +274,8 @@ fn blocking_write(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> usize {
 pub struct UringEngine {
     shared: Arc<Shared>,
     reaper: Option<JoinHandle<()>>,
+    /// The file system refused an `RWF_NOWAIT` buffered write (see [`nowait_write`]).
+    nowait_writes_refused: AtomicBool,
 }
 
 impl std::fmt::Debug for UringEngine {
@@ -304,7 +317,7 @@ impl UringEngine {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new().name("flashtrack-uring".into()).spawn(move || reap(shared))?
         };
-        let engine = UringEngine { shared, reaper: Some(reaper) };
+        let engine = UringEngine { shared, reaper: Some(reaper), nowait_writes_refused: AtomicBool::new(false) };
         // One round trip proves the ring really works (a seccomp filter may allow setup but
         // not enter).
         // SAFETY: a NOP references no memory.
@@ -517,7 +530,7 @@ impl IoEngine for UringEngine {
 
     fn write_at(&self, fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<()> {
         let raw = types::Fd(fd.as_raw_fd());
-        let mut done = nowait_write(fd, buf, offset);
+        let mut done = nowait_write(fd, buf, offset, &self.nowait_writes_refused);
         while done < buf.len() {
             let rest = &buf[done..];
             let (ptr, len) = (rest.as_ptr(), rest.len().min(MAX_IO) as u32);

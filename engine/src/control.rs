@@ -12,13 +12,14 @@ use crate::geometry::CapType;
 use crate::id::{HostId, ImageId, LssId, MachineType, PoolId, VolGrpId, VolumeId};
 use crate::image::hosts::Endpoint;
 use crate::image::record::{
-    HostRecord, LcuType, PoolRecord, PprcPathRecord, Sam, StorageType, VolGrpRecord, VolGrpType, VolumeRecord,
+    HostRecord, LcuType, PoolRecord, PprcPairRecord, PprcPathRecord, PprcType, Sam, StorageType, VolGrpRecord,
+    VolGrpType, VolumeRecord,
 };
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Bumped on any incompatible change of [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
@@ -225,6 +226,122 @@ pub enum Request {
         src_lss: LssId,
         tgt_lss: LssId,
     },
+    /// `mkpprc`: pairs `source:target`, sources of `image`, targets of `remote`. Answers one
+    /// item per pair named `SSSS:TTTT`; each pair succeeds or fails alone.
+    PprcCreate {
+        image: ImageId,
+        remote: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        spec: PprcSpec,
+    },
+    /// `lspprc`: every pair a volume of `image` takes part in, at either end (the cli
+    /// filters by IDs, `-state` and `-remotedev`).
+    PprcList {
+        image: ImageId,
+    },
+    /// Wait until each pair (`source:target`, at `image`'s end) reached full duplex (Metro
+    /// Mirror) or finished its first pass (Global Copy), is suspended or gone, or
+    /// `timeout_ms` passes; answers `Pprc` with the pairs' views either way (`-wait`).
+    PprcWait {
+        image: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        timeout_ms: u64,
+    },
+    /// `rmpprc`: ends the pairs at both ends (`at: None`), or at one end only.
+    PprcRemove {
+        image: ImageId,
+        remote: ImageId,
+        pairs: Vec<PprcSelect>,
+        at: Option<PprcSide>,
+    },
+    /// `pausepprc`: suspends the pairs (reason Host Source; `-at tgt`: Host Target).
+    PprcPause {
+        image: ImageId,
+        remote: ImageId,
+        pairs: Vec<PprcSelect>,
+        at: Option<PprcSide>,
+    },
+    /// `resumepprc`: a suspended pair copies its out-of-sync tracks and mirrors again, as
+    /// `spec.kind` (which may change the pair's type). `spec.mode` is ignored.
+    PprcResume {
+        image: ImageId,
+        remote: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        spec: PprcSpec,
+    },
+    /// `failoverpprc`, issued at the secondary's image (`image`) with pairs written
+    /// `secondary:primary`: the secondary becomes a suspended primary and records its writes.
+    /// Works with the link down.
+    PprcFailover {
+        image: ImageId,
+        remote: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        kind: PprcType,
+    },
+    /// `failbackpprc`, issued at the image whose volume is a suspended primary, pairs
+    /// `source:target`: the other end becomes the secondary and the changes of both ends
+    /// since they parted are copied from `image` to `remote`.
+    PprcFailback {
+        image: ImageId,
+        remote: ImageId,
+        pairs: Vec<(VolumeId, VolumeId)>,
+        spec: PprcSpec,
+    },
+    /// `freezepprc SS:TT`: suspend (reason Freeze) every pair from LSS SS of `image` to LSS
+    /// TT of `remote`, remove the paths between them, and hold host writes to those primaries
+    /// (queue full) until `unfreezepprc` or the LSS's timer. Answers one item per LSS pair.
+    PprcFreeze {
+        image: ImageId,
+        remote: ImageId,
+        lss: Vec<(LssId, LssId)>,
+    },
+    /// `unfreezepprc SS:TT`: release held writes; pairs stay suspended, paths stay removed.
+    PprcUnfreeze {
+        image: ImageId,
+        remote: ImageId,
+        lss: Vec<(LssId, LssId)>,
+    },
+}
+
+/// What `mkpprc` (and `resumepprc`, `failbackpprc`) asks of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PprcSpec {
+    pub kind: PprcType,
+    /// `-mode nocp`: the volumes are already identical; nothing is copied.
+    pub nocopy: bool,
+    /// `-tgtread`: hosts may read the secondary.
+    pub tgtread: bool,
+    /// `-critmode`: a write that cannot be mirrored fails (EIO) instead of suspending.
+    pub critmode: bool,
+}
+
+/// A pair named on a command line: `source:target`, or one volume with `-at` (then
+/// `target` is `None` and the volume is this end's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PprcSelect {
+    pub source: VolumeId,
+    pub target: Option<VolumeId>,
+}
+
+/// `-at src | tgt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PprcSide {
+    Source,
+    Target,
+}
+
+/// One PPRC pair as `lspprc` shows it from one end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PprcView {
+    pub record: PprcPairRecord,
+    /// Tracks not yet on the secondary (the primary's out-of-sync set; 0 at a secondary).
+    pub out_of_sync: u64,
+    /// LSS of the pair's source volume.
+    pub source_lss: LssId,
+    /// Consistency-group (queue full) timeout of the source LSS, seconds (60 FB, 120 CKD).
+    pub timeout_secs: u32,
+    /// The path of the pair's LSSs has `-consistgrp`.
+    pub pprc_cg: bool,
 }
 
 /// One PPRC path (an LSS pair) as `lspprcpath` shows it.
@@ -362,6 +479,7 @@ pub enum Reply {
     VolGrps(Vec<VolGrpRecord>),
     Hosts(Vec<HostView>),
     PprcPaths(Vec<PprcPathView>),
+    Pprc(Vec<PprcView>),
 }
 
 /// How `rmflash` withdraws.

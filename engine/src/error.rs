@@ -133,6 +133,23 @@ pub enum ErrorKind {
     PprcPortInvalid,
     /// No PPRC path between these LSSs.
     PprcPathNotFound,
+    /// No such PPRC pair (at this end, with this remote image).
+    PprcPairNotFound,
+    /// The volume is already in a PPRC pair.
+    PprcPairExists,
+    /// The pair is not in a state that allows the command (e.g. resume of a pair that is not
+    /// suspended, failback of one that is not primary suspended, a type change while not
+    /// suspended).
+    PprcStateInvalid,
+    /// The two volumes differ in size or type.
+    PprcIncompatible,
+    /// The volume is a PPRC secondary: hosts cannot write it (nor read it without
+    /// `-tgtread`), and it cannot be a FlashCopy target, until failed over.
+    PprcSecondary,
+    /// A FlashCopy target that is (or becomes) a PPRC primary needs `-tgtpprc`.
+    PprcTgtpprcRequired,
+    /// The secondary volume is a FlashCopy target.
+    PprcTargetInFlash,
 }
 
 /// An engine error: a kind, the object it concerns (as the engine prints IDs) and a detail

@@ -513,6 +513,18 @@ impl Site {
                 Reply::Items(vec![ItemOutcome { object: name, result: Ok(()) }])
             }
             Request::PprcPathList { .. } => unreachable!("served without the site lock"),
+            Request::PprcCreate { .. }
+            | Request::PprcList { .. }
+            | Request::PprcWait { .. }
+            | Request::PprcRemove { .. }
+            | Request::PprcPause { .. }
+            | Request::PprcResume { .. }
+            | Request::PprcFailover { .. }
+            | Request::PprcFailback { .. }
+            | Request::PprcFreeze { .. }
+            | Request::PprcUnfreeze { .. } => {
+                return Err(Error::new(ErrorKind::Unsupported, "PPRC pairs", "not built yet"));
+            }
             Request::VolGrpCreate { ref image, .. }
             | Request::VolGrpList { ref image }
             | Request::VolGrpChange { ref image, .. }

@@ -89,6 +89,7 @@ impl Image {
             volgrps: BTreeMap::new(),
             hosts: BTreeMap::new(),
             pprc_paths: Vec::new(),
+            pprc_pairs: Vec::new(),
         };
         catalog::store(&tmp, &record)?;
         fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;

@@ -172,6 +172,10 @@ pub struct ImageRecord {
     /// none; not written while empty, so such catalogs keep their bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pprc_paths: Vec<PprcPathRecord>,
+    /// PPRC pairs a volume of this image takes part in (either end), ordered by local
+    /// volume. Absent before PPRC pairs: same format, none; not written while empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pprc_pairs: Vec<PprcPairRecord>,
 }
 
 /// The logical paths from a source LSS of this image to a target LSS of a remote image
@@ -221,5 +225,87 @@ impl ImageRecord {
 
     pub fn volumes_in_pool(&self, pool: PoolId) -> impl Iterator<Item = &VolumeRecord> {
         self.volumes.values().filter(move |v| v.pool == pool)
+    }
+}
+
+/// PPRC pair type (`mkpprc -type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PprcType {
+    /// `mmir`: synchronous; a host write completes when the secondary has it.
+    MetroMirror,
+    /// `gcp`: changes are recorded and sent in the background.
+    GlobalCopy,
+}
+
+/// Which end of a pair a catalog's record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PprcRole {
+    Primary,
+    Secondary,
+}
+
+/// A pair's phase; a secondary shows it with a `Target` prefix (`Target Full Duplex`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PprcPhase {
+    /// Copying out-of-sync tracks (initial copy, resume, failback; always for Global Copy).
+    CopyPending,
+    /// Metro Mirror with nothing out of sync: every host write reaches both sides.
+    FullDuplex,
+    Suspended,
+}
+
+/// Why a pair is suspended (`lspprc` Reason column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SuspendReason {
+    /// `pausepprc` at the primary, or `failoverpprc` (the new primary).
+    HostSource,
+    /// `pausepprc -at tgt`.
+    HostTarget,
+    /// `freezepprc`.
+    Freeze,
+    /// A mirrored write or track failed at the secondary (it refused or failed it).
+    UpdateTarget,
+    /// The link went down or gave no answer (outage, dead peer).
+    InternalSource,
+    /// The secondary went simplex (its pair was removed there).
+    SimplexTarget,
+    /// flashd stopped or crashed; the pair came up suspended.
+    PowerSource,
+}
+
+/// A PPRC pair as one end's catalog keeps it. The pair's ID is always `source:target`
+/// (primary volume : secondary volume), whichever end shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PprcPairRecord {
+    /// This image's volume.
+    pub local: VolumeId,
+    pub remote: ImageId,
+    /// 16 upper-case hex digits: the remote image's WWNN.
+    pub remote_wwnn: String,
+    /// The other end's volume.
+    pub remote_volume: VolumeId,
+    pub role: PprcRole,
+    pub kind: PprcType,
+    pub phase: PprcPhase,
+    pub reason: Option<SuspendReason>,
+    /// Unix seconds of the suspension, while suspended.
+    pub suspended_at: Option<i64>,
+    /// `-tgtread`: hosts may read the secondary.
+    pub tgtread: bool,
+    /// `-critmode`: a write that cannot be mirrored fails instead of suspending the pair.
+    pub critmode: bool,
+    /// Global Copy: the first pass over the out-of-sync set finished.
+    pub first_pass: bool,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+impl PprcPairRecord {
+    /// (source, target) of the pair.
+    pub fn ids(&self) -> (VolumeId, VolumeId) {
+        match self.role {
+            PprcRole::Primary => (self.local, self.remote_volume),
+            PprcRole::Secondary => (self.remote_volume, self.local),
+        }
     }
 }

@@ -33,10 +33,12 @@ pub const LOCK_FILE: &str = "flashd.lock";
 pub struct Site {
     home: PathBuf,
     io: Arc<dyn IoEngine>,
-    images: Mutex<BTreeMap<ImageId, Image>>,
+    images: crate::mirror::hub::Images,
     opts: SiteOptions,
     /// The links of the PPRC paths (taken after `images`, never before).
-    paths: Mutex<crate::mirror::PathLinks>,
+    paths: Arc<Mutex<crate::mirror::PathLinks>>,
+    /// The PPRC pairs at run time (shares `images` and `paths`).
+    hub: Arc<crate::mirror::hub::Hub>,
     /// Held for the site's lifetime: the exclusive lock on `LOCK_FILE`.
     _lock: File,
 }
@@ -87,15 +89,16 @@ impl Site {
             tracing::info!("opened storage image {id} ({} volumes)", image.record().volumes.len());
             images.insert(id, image);
         }
-        let site = Site {
-            home: home.to_path_buf(),
-            io,
-            images: Mutex::new(images),
-            opts,
-            paths: Mutex::default(),
-            _lock: lock,
-        };
-        site.reconcile_paths(&site.images());
+        let images = Arc::new(Mutex::new(images));
+        let paths = Arc::new(Mutex::new(crate::mirror::PathLinks::default()));
+        let hub = crate::mirror::hub::Hub::new(images.clone(), paths.clone());
+        let site = Site { home: home.to_path_buf(), io, images, opts, paths, hub, _lock: lock };
+        {
+            let images = site.images();
+            site.reconcile_paths(&images);
+            // Pairs come back before anything is served (DESIGN.md "Recovery").
+            site.hub.restore(&images)?;
+        }
         Ok(site)
     }
 
@@ -136,6 +139,7 @@ impl Site {
             }
         }
         self.paths().reconcile(&self.home, &wanted);
+        self.hub.refresh_routes(images);
     }
 
     /// Listen for other flashd's PPRC path links on `addr` (loopback only, `--link-listen`):
@@ -334,6 +338,7 @@ impl Site {
     /// Shutdown: every volume's data durable, then each image's FlashCopy state
     /// checkpointed and its journals closed clean (host I/O and copier have stopped).
     pub fn flush_all(&self) {
+        self.hub.shutdown();
         let images = self.images();
         for image in images.values() {
             for v in image.volumes() {
@@ -375,6 +380,16 @@ impl Site {
         }
         if let Request::PprcPathList { image } = &req {
             return self.pprc_path_list(image);
+        }
+        // PPRC pair commands cross the link: never under the site lock (a secondary in this
+        // site answers on a link worker that takes it).
+        if is_pair_request(&req) {
+            let freeze = matches!(req, Request::PprcFreeze { .. });
+            let reply = self.hub.handle(req);
+            if freeze {
+                self.reconcile_paths(&self.images()); // its paths were removed
+            }
+            return reply;
         }
         if let Request::FlashReverse { image, pairs, fast: true, seqnum, .. } = &req {
             self.reverse_precopy(image, pairs, *seqnum);
@@ -513,18 +528,7 @@ impl Site {
                 Reply::Items(vec![ItemOutcome { object: name, result: Ok(()) }])
             }
             Request::PprcPathList { .. } => unreachable!("served without the site lock"),
-            Request::PprcCreate { .. }
-            | Request::PprcList { .. }
-            | Request::PprcWait { .. }
-            | Request::PprcRemove { .. }
-            | Request::PprcPause { .. }
-            | Request::PprcResume { .. }
-            | Request::PprcFailover { .. }
-            | Request::PprcFailback { .. }
-            | Request::PprcFreeze { .. }
-            | Request::PprcUnfreeze { .. } => {
-                return Err(Error::new(ErrorKind::Unsupported, "PPRC pairs", "not built yet"));
-            }
+            pair if is_pair_request(&pair) => unreachable!("served by the hub"),
             Request::VolGrpCreate { ref image, .. }
             | Request::VolGrpList { ref image }
             | Request::VolGrpChange { ref image, .. }
@@ -541,9 +545,37 @@ impl Site {
                 }
                 reply
             }
-            flash => img!(&flash_image(&flash)).flash_request(flash, now)?,
+            flash => {
+                let image = flash_image(&flash);
+                let changes_targets = matches!(
+                    flash,
+                    Request::FlashCreate { .. } | Request::FlashResync { .. } | Request::FlashReverse { .. }
+                );
+                let reply = img!(&image).flash_request(flash, now)?;
+                if changes_targets {
+                    // A target that is a PPRC primary: its new T0 tracks are out of sync.
+                    self.hub.flash_changed(&images, &image);
+                }
+                reply
+            }
         })
     }
+}
+
+fn is_pair_request(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::PprcCreate { .. }
+            | Request::PprcList { .. }
+            | Request::PprcWait { .. }
+            | Request::PprcRemove { .. }
+            | Request::PprcPause { .. }
+            | Request::PprcResume { .. }
+            | Request::PprcFailover { .. }
+            | Request::PprcFailback { .. }
+            | Request::PprcFreeze { .. }
+            | Request::PprcUnfreeze { .. }
+    )
 }
 
 fn log_items(image: &ImageId, what: &str, items: &[ItemOutcome]) {
@@ -643,5 +675,12 @@ fn flash_image(req: &Request) -> ImageId {
         | Request::FlashUnfreeze { image, .. }
         | Request::FlashWait { image, .. } => image.clone(),
         _ => unreachable!("flash_image called with a non-FlashCopy request"),
+    }
+}
+
+impl Drop for Site {
+    /// The pairs' driver threads stop with the site (they hold its volumes).
+    fn drop(&mut self) {
+        self.hub.shutdown();
     }
 }

@@ -8,8 +8,13 @@
 //!    is 1, copy the T0 track to the target first, then clear the bit;
 //! 6. where V is a target with bit 1, fill the track from the source first, clear the bit
 //!    (so a partial write never leaves a track half T0, half garbage);
-//! 7. set the change-recording bits of every recording relationship touching V;
-//! 8. write the data; 9. release the locks.
+//! 7. set the change-recording bits of every recording relationship touching V, and the
+//!    out-of-sync bits of every PPRC pair where V is primary (`pprc.rs`);
+//! 8. write the data (a Metro Mirror pair sends it to the secondary in parallel); 9. release
+//!    the locks.
+//!
+//! A PPRC secondary refuses host I/O at step 3 (`pprc.rs`); remote apply from its primary
+//! comes through here too, without that check.
 //!
 //! TRIM and WRITE_ZEROES are zero writes here. Reads of a target track whose bit is 1 come
 //! from the source; nothing is copied on read.
@@ -29,7 +34,7 @@ fn errno(e: i32) -> io::Error {
 
 /// What the data step of a modification does.
 #[derive(Debug, Clone, Copy)]
-enum Change<'a> {
+pub(super) enum Change<'a> {
     Write { data: &'a [u8], fua: bool },
     Trim { len: u64 },
     Zero { len: u64, may_trim: bool },
@@ -83,15 +88,42 @@ impl ImageFlash {
     }
 
     fn modify(&self, vol: &Volume, offset: u64, change: Change<'_>) -> io::Result<()> {
+        self.modify_as(vol, offset, change, false)
+    }
+
+    /// A modification by a host (`remote` false) or by remote apply from a PPRC primary.
+    pub(super) fn modify_as(&self, vol: &Volume, offset: u64, change: Change<'_>, remote: bool) -> io::Result<()> {
+        let result = self.modify_inner(vol, offset, change, remote);
+        // A write whose mirroring just failed on a `-consistgrp` pair froze its LSS: it
+        // waits here, holding no lock, until `unfreezepprc` or the timer (queue full).
+        for h in self.hooks(vol.handle()) {
+            h.gate();
+        }
+        result
+    }
+
+    fn modify_inner(&self, vol: &Volume, offset: u64, change: Change<'_>, remote: bool) -> io::Result<()> {
         self.host_io();
         let len = change.len();
         if offset.checked_add(len).is_none_or(|end| end > vol.size()) {
             return Err(errno(libc::EINVAL));
         }
-        // 2. freeze gate, before any lock is taken: a parked write holds nothing.
+        let hooks = self.hooks(vol.handle());
+        if !remote {
+            for h in &hooks {
+                h.host_access(true)?; // a PPRC secondary
+            }
+        }
+        // 2. freeze gates, before any lock is taken: a parked write holds nothing.
         self.freeze_gate(vol);
+        for h in &hooks {
+            h.gate();
+        }
         let r = tracks(vol, offset, len);
         let (_guard, roles) = self.lock_for(vol, &r);
+        // The hooks may have changed while we waited for the locks (a pair came or went
+        // under the barrier); what holds now is what this write obeys.
+        let hooks = self.hooks(vol.handle());
         if roles.as_source.iter().any(|r| r.state().record.revertible) {
             return Err(errno(libc::EPERM)); // the source of a revertible relationship
         }
@@ -134,7 +166,8 @@ impl ImageFlash {
         }
         // 7. journal, then change recording: the intent bits are set before the in-memory
         // bits and before the data write is submitted (kill -9 safe).
-        let recording = roles.as_source.iter().chain(roles.as_target.iter()).any(|r| r.state().record.options.record);
+        let recording = roles.as_source.iter().chain(roles.as_target.iter()).any(|r| r.state().record.options.record)
+            || hooks.iter().any(|h| h.records());
         let journal = if recording { self.journal(vol.handle()) } else { None };
         let mark = match &journal {
             Some(j) => Some(j.mark(r.clone()).map_err(|e| io::Error::other(e.to_string()))?),
@@ -152,15 +185,31 @@ impl ImageFlash {
                 st.tgt_changes.insert_range(r.clone());
             }
         }
+        for h in &hooks {
+            h.record(&r); // PPRC out-of-sync bits
+        }
         drop(mark);
         if let Some(rel) = &roles.as_target {
             rel.preserve(r.clone())?;
         }
         crate::bitmap::fail_point("intercept-intent-set").map_err(|e| io::Error::other(e.to_string()))?;
-        // 8. the data; FUA also makes the journal's log durable.
-        if !cow_after {
-            self.data(vol, offset, change)?;
+        // 8. the data, and for a Metro Mirror pair the same change at the secondary, in
+        // parallel; FUA also makes the journal's log durable.
+        let mirrored = match change {
+            Change::Write { data, fua } => super::pprc::Mirrored::Write { data, fua },
+            Change::Trim { len } | Change::Zero { len, .. } => super::pprc::Mirrored::Zero { len },
+        };
+        let sends: Vec<super::pprc::InFlight> =
+            hooks.iter().filter_map(|h| h.clone().send(&r, offset, mirrored)).collect();
+        let local = if cow_after { Ok(()) } else { self.data(vol, offset, change) };
+        let mut result = local;
+        for s in sends {
+            let sent = s();
+            if result.is_ok() {
+                result = sent;
+            }
         }
+        result?;
         if let (Change::Write { fua: true, .. }, Some(j)) = (change, &journal) {
             j.flush_point().map_err(|e| io::Error::other(e.to_string()))?;
         }
@@ -172,6 +221,9 @@ impl ImageFlash {
         vol.flush()?;
         if let Some(j) = self.journal(vol.handle()) {
             j.flush_point().map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        for h in self.hooks(vol.handle()) {
+            h.flush()?; // a Metro Mirror secondary's data durable too
         }
         Ok(())
     }
@@ -191,7 +243,26 @@ impl ImageFlash {
         if offset.checked_add(len).is_none_or(|end| end > vol.size()) {
             return Err(errno(libc::EINVAL));
         }
-        if self.roles(vol.handle()).as_target.is_none() {
+        for h in self.hooks(vol.handle()) {
+            h.host_access(false)?; // a PPRC secondary without -tgtread
+        }
+        self.read_inner(vol, offset, buf, false)
+    }
+
+    /// The PPRC copier's read of a primary's track: under the tracks' locks (so it never
+    /// sees half a host write) and through the redirecting read path (a FlashCopy target's
+    /// uncopied tracks come from its source); not counted as host I/O.
+    pub fn read_for_copy(&self, vol: &Volume, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let len = buf.len() as u64;
+        if offset.checked_add(len).is_none_or(|end| end > vol.size()) {
+            return Err(errno(libc::EINVAL));
+        }
+        self.read_inner(vol, offset, buf, true)
+    }
+
+    fn read_inner(&self, vol: &Volume, offset: u64, buf: &mut [u8], always_lock: bool) -> io::Result<()> {
+        let len = buf.len() as u64;
+        if !always_lock && self.roles(vol.handle()).as_target.is_none() {
             return vol.read(offset, buf);
         }
         let r = tracks(vol, offset, len);

@@ -19,6 +19,7 @@ pub mod locks;
 mod model;
 pub mod mutant;
 pub mod persist;
+pub mod pprc;
 pub mod relationship;
 pub mod revert;
 pub mod status;
@@ -41,6 +42,10 @@ pub struct ImageFlash {
     ckpt_lock: Mutex<()>,
     rels: RwLock<Vec<Arc<Relationship>>>,
     generation: AtomicU64,
+    /// PPRC pairs' hooks by volume handle (`pprc.rs`).
+    hooks: RwLock<pprc::Hooks>,
+    /// What each journal recovered at this start, until the first checkpoint covers it.
+    recovered: Mutex<std::collections::HashMap<u64, TrackBitmap>>,
     /// When a host last read or changed a volume of this image (milliseconds on
     /// [`host_clock`]): the copier keeps fewer runs in flight while hosts are active.
     host_seen: AtomicU64,

@@ -193,6 +193,9 @@ impl ImageFlash {
         }
         let (journal, changed, previous) = store.journal_for_new(v)?;
         j.insert(v.handle(), Arc::new(journal));
+        if !changed.is_empty() {
+            self.recovered.lock().unwrap_or_else(|p| p.into_inner()).insert(v.handle(), changed.clone());
+        }
         Ok(Some((changed, previous)))
     }
 
@@ -234,6 +237,9 @@ impl ImageFlash {
             let (s, t) = r.ids();
             checkpoint::store(&store.dir, &pair_name(s, t), gen_, &bitmaps)?;
         }
+        for h in self.all_hooks() {
+            h.checkpoint()?; // PPRC out-of-sync sets, inside the same epochs
+        }
         for (r, tok) in ct {
             if let Some(c) = &r.copied {
                 c.end_epoch(tok)?;
@@ -242,6 +248,8 @@ impl ImageFlash {
         for (j, tok) in journals.iter().zip(jt) {
             j.end_checkpoint(tok)?;
         }
+        // Every checkpoint now covers what the journals recovered at start.
+        self.recovered.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())
     }
 

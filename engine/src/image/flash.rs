@@ -168,6 +168,22 @@ impl Image {
         next
     }
 
+    /// FlashCopy meets PPRC: a PPRC secondary (not failed over) is never a FlashCopy
+    /// target; a PPRC primary is one only with `-tgtpprc`.
+    fn check_pprc_target(&self, name: &str, t: VolumeId, options: &FlashOptions) -> Result<()> {
+        match self.pprc_pair(t).map(|p| p.role) {
+            Some(crate::image::record::PprcRole::Secondary) => Err(Error::new(
+                ErrorKind::PprcSecondary,
+                name,
+                format!("{t} is a PPRC secondary; fail the pair over first"),
+            )),
+            Some(crate::image::record::PprcRole::Primary) if !options.tgtpprc => {
+                Err(Error::new(ErrorKind::PprcTgtpprcRequired, name, format!("{t} is a PPRC primary; give -tgtpprc")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The rules of one new pair, given what exists and what this command already made.
     fn check_new_pair(&self, s: VolumeId, t: VolumeId, options: &FlashOptions, made: &[FlashRecord]) -> Result<()> {
         let name = pair_name(s, t);
@@ -211,6 +227,7 @@ impl Image {
                 format!("{s} already has an incremental relationship"),
             ));
         }
+        self.check_pprc_target(&name, t, options)?;
         if options.tgtse && tgt.sam != Sam::Ese {
             return Err(Error::new(ErrorKind::FlashTargetNotSe, &name, format!("{t} is not space efficient")));
         }
@@ -429,6 +446,8 @@ impl Image {
         if current.state != FlashState::Valid {
             return Err(Error::new(ErrorKind::FlashStateInvalid, &name, "the relationship is not valid"));
         }
+        // The reversed relationship's target is today's source.
+        self.check_pprc_target(&name, s, &options)?;
         if self.flash.relationships().iter().filter(|r| r.source.key().volume == s).count() > 1 {
             return Err(Error::new(
                 ErrorKind::FlashTooManyTargets,

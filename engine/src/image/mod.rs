@@ -6,7 +6,7 @@
 //! does not name (left by a crash between the two steps). The catalog is the truth.
 
 pub mod catalog;
-mod flash;
+pub mod flash;
 pub mod hosts;
 mod pools;
 pub mod pprc;

@@ -16,8 +16,8 @@
 
 use super::{IO_PORTS, Image};
 use crate::error::{Error, ErrorKind, Result};
-use crate::id::{ImageId, LssId};
-use crate::image::record::{PprcPathRecord, StorageType};
+use crate::id::{ImageId, LssId, VolumeId};
+use crate::image::record::{PprcPairRecord, PprcPathRecord, StorageType};
 
 /// Most port pairs of one path (DS8000: one to eight FCP paths per LSS pair).
 pub const MAX_PORT_PAIRS: usize = 8;
@@ -143,5 +143,45 @@ impl Image {
     /// The image's paths.
     pub fn pprc_paths(&self) -> &[PprcPathRecord] {
         &self.record.pprc_paths
+    }
+}
+
+/// PPRC pair records (the pairs' rules and run time are `crate::mirror`'s).
+impl Image {
+    /// The pair record of a volume of this image, if it is in one.
+    pub fn pprc_pair(&self, local: VolumeId) -> Option<&PprcPairRecord> {
+        self.record.pprc_pairs.iter().find(|p| p.local == local)
+    }
+
+    pub fn in_pprc_pair(&self, local: VolumeId) -> bool {
+        self.pprc_pair(local).is_some()
+    }
+
+    pub fn pprc_pairs(&self) -> &[PprcPairRecord] {
+        &self.record.pprc_pairs
+    }
+
+    /// Add or replace the pair record of `rec.local`, durably.
+    pub fn put_pprc_pair(&mut self, rec: PprcPairRecord) -> Result<()> {
+        let mut next = self.record.clone();
+        next.pprc_pairs.retain(|p| p.local != rec.local);
+        next.pprc_pairs.push(rec);
+        next.pprc_pairs.sort_by_key(|p| p.local);
+        self.commit(next)
+    }
+
+    /// Remove the pair record of `local`, durably (nothing if it has none).
+    pub fn remove_pprc_pair(&mut self, local: VolumeId) -> Result<()> {
+        if !self.in_pprc_pair(local) {
+            return Ok(());
+        }
+        let mut next = self.record.clone();
+        next.pprc_pairs.retain(|p| p.local != local);
+        self.commit(next)
+    }
+
+    /// The path from `src_lss` to `tgt_lss` of `remote`, if there is one.
+    pub fn pprc_path(&self, src_lss: LssId, remote: &ImageId, tgt_lss: LssId) -> Option<&PprcPathRecord> {
+        self.record.pprc_paths.iter().find(|p| p.is(src_lss, remote, tgt_lss))
     }
 }

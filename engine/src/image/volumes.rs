@@ -163,6 +163,9 @@ impl Image {
         if grow.is_some() && self.in_relationship(id) {
             return Err(Error::new(ErrorKind::VolumeInRelationship, id, "the volume is in a FlashCopy relationship"));
         }
+        if grow.is_some() && self.in_pprc_pair(id) {
+            return Err(Error::new(ErrorKind::VolumeInRelationship, id, "the volume is in a PPRC pair"));
+        }
         let mut rec = cur.clone();
         if let Some(n) = name {
             if n.len() > MAX_NAME {
@@ -259,6 +262,9 @@ impl Image {
         let rec = rec.ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, id, "no such volume"))?.clone();
         if self.in_relationship(id) {
             return Err(Error::new(ErrorKind::VolumeInRelationship, id, "the volume is in a FlashCopy relationship"));
+        }
+        if self.in_pprc_pair(id) {
+            return Err(Error::new(ErrorKind::VolumeInRelationship, id, "the volume is in a PPRC pair"));
         }
         if safe && let Some(g) = self.record.volgrps.values().find(|g| g.volumes.contains(&id)) {
             return Err(Error::new(ErrorKind::VolumeInVolGrp, id, format!("the volume is in volume group {}", g.id)));

@@ -12,6 +12,7 @@
 //!   3 Flush    volume u16
 //!   4 Command  body... (opaque to the link; the PPRC layer defines it)
 //!   5 Ping
+//!   6 Zero     volume u16, offset u64, length u64 (a mirrored TRIM or WRITE_ZEROES)
 //! Reply    tag u8, then
 //!   0 Done
 //!   1 Data     bytes...
@@ -52,6 +53,8 @@ pub enum Message {
     Command(Vec<u8>),
     /// Liveness and round-trip probe; replied `Done` by the link itself.
     Ping,
+    /// A mirrored TRIM or WRITE_ZEROES: `len` zero bytes at `offset` of the secondary.
+    Zero { volume: VolumeId, offset: u64, len: u64 },
 }
 
 impl fmt::Debug for Message {
@@ -64,6 +67,7 @@ impl fmt::Debug for Message {
             Message::Flush { volume } => write!(f, "Flush({volume})"),
             Message::Command(b) => write!(f, "Command({} bytes)", b.len()),
             Message::Ping => write!(f, "Ping"),
+            Message::Zero { volume, offset, len } => write!(f, "Zero({volume} @{offset} {len} bytes)"),
         }
     }
 }
@@ -95,6 +99,7 @@ const MSG_TRACK: u8 = 2;
 const MSG_FLUSH: u8 = 3;
 const MSG_COMMAND: u8 = 4;
 const MSG_PING: u8 = 5;
+const MSG_ZERO: u8 = 6;
 
 const REPLY_DONE: u8 = 0;
 const REPLY_DATA: u8 = 1;
@@ -134,6 +139,13 @@ impl Message {
                 b
             }
             Message::Ping => vec![MSG_PING],
+            Message::Zero { volume, offset, len } => {
+                let mut b = vec![MSG_ZERO];
+                b.extend_from_slice(&volume.0.to_be_bytes());
+                b.extend_from_slice(&offset.to_be_bytes());
+                b.extend_from_slice(&len.to_be_bytes());
+                b
+            }
         }
     }
 
@@ -157,6 +169,7 @@ impl Message {
             MSG_FLUSH => Message::Flush { volume: VolumeId(f.u16()?) },
             MSG_COMMAND => Message::Command(f.rest().to_vec()),
             MSG_PING => Message::Ping,
+            MSG_ZERO => Message::Zero { volume: VolumeId(f.u16()?), offset: f.u64()?, len: f.u64()? },
             _ => return Err(FrameError::BadPayload("unknown message type")),
         };
         f.end()?;
@@ -212,6 +225,7 @@ mod tests {
             Message::Command(br#"{"verb":"mkremoteflash"}"#.to_vec()),
             Message::Command(Vec::new()),
             Message::Ping,
+            Message::Zero { volume: VolumeId(0x0102), offset: 65_536, len: 1 << 30 },
         ]
     }
 
@@ -245,6 +259,7 @@ mod tests {
             &[MSG_FLUSH, 1],                                  // truncated volume
             &[MSG_FLUSH, 1, 0, 9],                            // trailing bytes
             &[MSG_PING, 0],                                   // trailing bytes
+            &[MSG_ZERO, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  // truncated length
         ];
         for b in bad {
             assert!(matches!(Message::decode(b), Err(FrameError::BadPayload(_))), "{b:?}");

@@ -27,6 +27,11 @@
 //!   ([`PathLinks::redial`]); no link is `Failed` (Down), a link whose ping gets no answer is
 //!   `Failed` (secondary unavailable).
 
+pub mod commands;
+pub mod hub;
+pub mod inband;
+pub mod pair;
+
 use crate::control::PathState;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ImageId;
@@ -172,15 +177,17 @@ pub fn peer_remove(home: &Path, wwnn: &str) -> Result<()> {
     save_peers(home, &peers)
 }
 
-/// What arrives over a path's link: nothing is applied yet (no PPRC pairs); `Ping` is
-/// answered by the link itself.
-struct NoPairs;
+/// What arrives at a port before the site's pairs are up (`Ping` is answered by the link).
+struct NotYet;
 
-impl Handler for NoPairs {
+impl Handler for NotYet {
     fn handle(&self, from: LinkAddr, _msg: Message) -> Reply {
-        Reply::Failed(Error::new(ErrorKind::Unsupported, from, "no PPRC pairs exist yet"))
+        Reply::Failed(Error::new(ErrorKind::ShuttingDown, from, "the site is not serving PPRC yet"))
     }
 }
+
+/// Makes the handler of a port (the PPRC layer's remote apply and in-band commands).
+pub type HandlerFactory = Arc<dyn Fn(LinkAddr) -> Arc<dyn Handler> + Send + Sync>;
 
 /// The endpoints and links of the site's PPRC paths.
 #[derive(Default)]
@@ -193,6 +200,8 @@ pub struct PathLinks {
     remote: BTreeMap<(LinkAddr, LinkAddr), SocketAddr>,
     /// The last dial error of each remote pair, logged once until it changes.
     dial_errors: BTreeMap<(LinkAddr, LinkAddr), String>,
+    /// The handler of each new endpoint (`hub::Hub` sets it).
+    handlers: Option<HandlerFactory>,
 }
 
 impl std::fmt::Debug for PathLinks {
@@ -213,6 +222,11 @@ pub struct Wanted {
 }
 
 impl PathLinks {
+    /// What handles messages arriving at the endpoints made from now on.
+    pub fn set_handlers(&mut self, f: HandlerFactory) {
+        self.handlers = Some(f);
+    }
+
     /// Listen for other flashd on `addr` (loopback only); the next `reconcile` serves every
     /// port of the site there. Returns the address bound.
     pub fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
@@ -278,10 +292,13 @@ impl PathLinks {
                 }
             },
         };
-        let handler: Arc<dyn Handler> = Arc::new(NoPairs);
         for a in &used {
             if !self.endpoints.contains_key(a) {
-                match LinkEndpoint::new(*a, key.clone(), handler.clone()) {
+                let handler: Arc<dyn Handler> = match &self.handlers {
+                    Some(f) => f(*a),
+                    None => Arc::new(NotYet),
+                };
+                match LinkEndpoint::new(*a, key.clone(), handler) {
                     Ok(ep) => {
                         if let Some(l) = &self.listener {
                             l.serve(&ep);

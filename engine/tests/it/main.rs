@@ -8,4 +8,5 @@ mod flash_revert;
 mod flash_tgtfailed;
 mod hosts;
 mod pprc;
+mod pprc_pairs;
 mod site;

@@ -1,0 +1,581 @@
+//! The PPRC pair commands (`mkpprc` ... `unfreezepprc`) at the image they are issued to, and
+//! the in-band commands they send to the other end's image.
+//!
+//! A command checks its rules under the images lock, lets it go, asks the other end over
+//! the link (which, in this same site, takes the images lock on a link worker), then takes
+//! the lock again to store its end. Each pair succeeds or fails alone; a failure after the
+//! other end agreed undoes that end (best effort, logged).
+//!
+//! Ordering for durability: a primary's out-of-sync set is stored before the catalog names
+//! the pair; a failback stores the merged set (the new primary's changes plus the old
+//! primary's writes that never crossed) as soon as the old primary answered. The window
+//! between the old primary dropping its set and the new primary storing the merge is one
+//! link round trip; a crash of the new primary inside it loses those bits (logged by the
+//! old primary's flashd with their count).
+
+use super::hub::{Hub, wwnn_of};
+use super::inband::InBand;
+use super::pair::{Primary, Route, now};
+use crate::bitmap::TrackBitmap;
+use crate::control::{ItemOutcome, PprcSelect, PprcSide, PprcSpec, Reply, Request};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::{ImageId, LssId, VolumeId};
+use crate::image::Image;
+use crate::image::record::{PprcPairRecord, PprcPhase, PprcRole, PprcType, SuspendReason};
+use crate::link::{LinkAddr, Message};
+use std::collections::BTreeMap;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
+
+fn pair_name(s: VolumeId, t: VolumeId) -> String {
+    format!("{s}:{t}")
+}
+
+fn not_found(s: VolumeId, t: VolumeId, detail: &str) -> Error {
+    Error::new(ErrorKind::PprcPairNotFound, pair_name(s, t), detail.to_string())
+}
+
+fn get<'a>(images: &'a BTreeMap<ImageId, Image>, id: &ImageId) -> Result<&'a Image> {
+    images.get(id).ok_or_else(|| Error::new(ErrorKind::ImageNotFound, id, "no such storage image"))
+}
+
+fn get_mut<'a>(images: &'a mut BTreeMap<ImageId, Image>, id: &ImageId) -> Result<&'a mut Image> {
+    images.get_mut(id).ok_or_else(|| Error::new(ErrorKind::ImageNotFound, id, "no such storage image"))
+}
+
+fn items(pairs: impl Iterator<Item = (String, Result<()>)>) -> Reply {
+    Reply::Items(pairs.map(|(object, result)| ItemOutcome { object, result }).collect())
+}
+
+impl Hub {
+    fn images(&self) -> MutexGuard<'_, BTreeMap<ImageId, Image>> {
+        self.images.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serve a PPRC pair request (the site routes every `Pprc*` pair request here, without
+    /// holding the images lock).
+    pub fn handle(&self, req: Request) -> Result<Reply> {
+        if let Request::PprcList { image } = &req {
+            return Ok(Reply::Pprc(self.views(image)?));
+        }
+        if let Request::PprcWait { image, pairs, timeout_ms } = req {
+            return self.wait(&image, &pairs, timeout_ms);
+        }
+        let _cmd = self.cmd.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match req {
+            Request::PprcCreate { image, remote, pairs, spec } => {
+                items(pairs.iter().map(|&(s, t)| (pair_name(s, t), self.create(&image, &remote, s, t, spec))))
+            }
+            Request::PprcRemove { image, remote, pairs, at } => {
+                items(pairs.iter().map(|sel| (sel_name(sel), self.remove(&image, &remote, sel, at))))
+            }
+            Request::PprcPause { image, remote, pairs, at } => {
+                items(pairs.iter().map(|sel| (sel_name(sel), self.pause(&image, &remote, sel, at))))
+            }
+            Request::PprcResume { image, remote, pairs, spec } => {
+                items(pairs.iter().map(|&(s, t)| (pair_name(s, t), self.resume(&image, &remote, s, t, spec))))
+            }
+            Request::PprcFailover { image, remote, pairs, kind } => {
+                items(pairs.iter().map(|&(s, t)| (pair_name(s, t), self.failover(&image, &remote, s, t, kind))))
+            }
+            Request::PprcFailback { image, remote, pairs, spec } => {
+                items(pairs.iter().map(|&(s, t)| (pair_name(s, t), self.failback(&image, &remote, s, t, spec))))
+            }
+            Request::PprcFreeze { image, remote, lss } => {
+                items(lss.iter().map(|&(a, b)| (format!("{a}:{b}"), self.freeze(&image, &remote, a, b))))
+            }
+            Request::PprcUnfreeze { image, remote, lss } => items(lss.iter().map(|&(a, b)| {
+                let _ = &remote;
+                self.gate(&image).thaw(a);
+                (format!("{a}:{b}"), Ok(()))
+            })),
+            other => {
+                return Err(Error::new(ErrorKind::InvalidArgument, "PPRC", format!("not a pair request: {other:?}")));
+            }
+        })
+    }
+
+    /// The primary of `s` at `image` paired with `t` at `remote`.
+    fn primary_of(&self, image: &ImageId, remote: &ImageId, s: VolumeId, t: VolumeId) -> Result<Arc<Primary>> {
+        let p = self.primary(image, s).ok_or_else(|| not_found(s, t, "no PPRC pair with this source here"))?;
+        if p.remote != *remote || p.target != t {
+            return Err(not_found(s, t, &format!("{s} is paired with {}:{}", p.remote, p.target)));
+        }
+        Ok(p)
+    }
+
+    /// Store a primary's record as it is in memory now.
+    fn persist(&self, image: &ImageId, p: &Primary) -> Result<()> {
+        let rec = p.state().record.clone();
+        get_mut(&mut self.images(), image)?.put_pprc_pair(rec)
+    }
+
+    fn create(&self, image: &ImageId, remote: &ImageId, s: VolumeId, t: VolumeId, spec: PprcSpec) -> Result<()> {
+        let name = pair_name(s, t);
+        let (rec, ports, size, stgtype) = {
+            let images = self.images();
+            let img = get(&images, image)?;
+            let vrec = img.record().volumes.get(&s).ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, s, ""))?;
+            if let Some(p) = img.pprc_pair(s) {
+                let (a, b) = p.ids();
+                return Err(Error::new(ErrorKind::PprcPairExists, &name, format!("{s} is in pair {a}:{b}")));
+            }
+            let vol = img.volume(s).ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, s, ""))?;
+            if let Some(rel) = img.flash().roles(vol.handle()).as_target
+                && !rel.state().record.options.tgtpprc
+            {
+                return Err(Error::new(
+                    ErrorKind::PprcTgtpprcRequired,
+                    &name,
+                    format!("{s} is a FlashCopy target established without -tgtpprc"),
+                ));
+            }
+            let path = img.pprc_path(s.lss(), remote, t.lss()).ok_or_else(|| {
+                Error::new(ErrorKind::PprcPathNotFound, &name, format!("no path {}:{} to {remote}", s.lss(), t.lss()))
+            })?;
+            let gcp = spec.kind == PprcType::GlobalCopy;
+            let rec = PprcPairRecord {
+                local: s,
+                remote: remote.clone(),
+                remote_wwnn: path.remote_wwnn.clone(),
+                remote_volume: t,
+                role: PprcRole::Primary,
+                kind: spec.kind,
+                phase: if spec.nocopy && !gcp { PprcPhase::FullDuplex } else { PprcPhase::CopyPending },
+                reason: None,
+                suspended_at: None,
+                tgtread: spec.tgtread,
+                critmode: spec.critmode,
+                first_pass: spec.nocopy,
+                created: now(),
+            };
+            let (ports, _) = Hub::ports(img, &rec);
+            (rec, ports, vol.size(), vrec.stgtype())
+        };
+        let route = Route::new(self.paths.clone(), ports);
+        let est = InBand::Establish {
+            primary: image.clone(),
+            primary_wwnn: image.wwnn(),
+            source: s,
+            target: t,
+            kind: spec.kind,
+            phase: rec.phase,
+            tgtread: spec.tgtread,
+            size,
+            stgtype,
+        };
+        route.request(&Message::Command(est.encode())).map_err(|(e, _)| e)?;
+        let undo = |why: &Error| {
+            tracing::error!("mkpprc {name}: the secondary agreed but the primary failed ({why}); removing it there");
+            let rm = InBand::Remove { primary: image.clone(), source: s, target: t };
+            let _ = route.request(&Message::Command(rm.encode()));
+        };
+        let mut images = self.images();
+        let done = (|| {
+            let img = get_mut(&mut images, image)?;
+            if img.in_pprc_pair(s) {
+                return Err(Error::new(ErrorKind::PprcPairExists, &name, "made meanwhile"));
+            }
+            let tracks = img.volume(s).map(|v| v.geometry().tracks()).unwrap_or(0);
+            let mut oos = if spec.nocopy { TrackBitmap::new() } else { TrackBitmap::full(tracks) };
+            if let Some(v) = img.volume(s)
+                && let Some(rel) = img.flash().roles(v.handle()).as_target
+            {
+                oos.union_with(&rel.state().target_bits);
+            }
+            let p = self.make_primary(img, rec.clone(), oos, 0)?;
+            p.remove_files();
+            p.store_now()?;
+            if let Err(e) = img.put_pprc_pair(rec.clone()) {
+                p.remove_files();
+                return Err(e);
+            }
+            self.start_primary(img, p.clone());
+            p.kick();
+            tracing::info!("{image}: PPRC pair {name} ({:?}) established with {remote}", spec.kind);
+            Ok(())
+        })();
+        if let Err(e) = &done {
+            undo(e);
+        }
+        done
+    }
+
+    fn wait(&self, image: &ImageId, pairs: &[(VolumeId, VolumeId)], timeout_ms: u64) -> Result<Reply> {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            let views: Vec<_> = self.views(image)?.into_iter().filter(|v| pairs.contains(&v.record.ids())).collect();
+            let settled = views.iter().all(|v| {
+                let r = &v.record;
+                r.role == PprcRole::Secondary
+                    || r.phase == PprcPhase::Suspended
+                    || r.phase == PprcPhase::FullDuplex
+                    || (r.kind == PprcType::GlobalCopy && r.first_pass)
+            });
+            if settled || Instant::now() >= deadline {
+                return Ok(Reply::Pprc(views));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn remove(&self, image: &ImageId, remote: &ImageId, sel: &PprcSelect, at: Option<PprcSide>) -> Result<()> {
+        match (at, sel.target) {
+            (None, None) => Err(Error::new(ErrorKind::InvalidArgument, sel.source, "a pair is SOURCE:TARGET")),
+            (None, Some(t)) => {
+                let p = self.primary_of(image, remote, sel.source, t)?;
+                let rm = InBand::Remove { primary: image.clone(), source: sel.source, target: t };
+                p.route.request(&Message::Command(rm.encode())).map_err(|(e, _)| e)?;
+                self.remove_local(image, sel.source)
+            }
+            (Some(PprcSide::Source), _) => self.remove_local(image, sel.source),
+            (Some(PprcSide::Target), t) => {
+                // The target end: here if this image holds it, else at the remote image.
+                let here = t.filter(|t| self.images().get(image).is_some_and(|i| i.in_pprc_pair(*t)));
+                if let Some(t) = here {
+                    return self.remove_local(image, t);
+                }
+                let t = t.ok_or_else(|| not_found(sel.source, sel.source, "give SOURCE:TARGET"))?;
+                let p = self.primary_of(image, remote, sel.source, t)?;
+                let rm = InBand::Remove { primary: image.clone(), source: sel.source, target: t };
+                p.route.request(&Message::Command(rm.encode())).map_err(|(e, _)| e)?;
+                p.set_phase(PprcPhase::Suspended, Some(SuspendReason::SimplexTarget), now());
+                self.persist(image, &p)
+            }
+        }
+    }
+
+    /// End the pair of `vol` at `image` (whatever its role).
+    pub(super) fn remove_local(&self, image: &ImageId, vol: VolumeId) -> Result<()> {
+        let mut images = self.images();
+        let img = get_mut(&mut images, image)?;
+        let rec = img.pprc_pair(vol).cloned().ok_or_else(|| not_found(vol, vol, "the volume is in no PPRC pair"))?;
+        img.remove_pprc_pair(vol)?;
+        let flash = img.flash().clone();
+        // Taking the hook off waits for the volume's writes in flight: not under the lock.
+        drop(images);
+        match rec.role {
+            PprcRole::Primary => {
+                self.stop_primary(&flash, image, vol, true);
+            }
+            PprcRole::Secondary => self.stop_secondary(&flash, image, vol),
+        }
+        let (s, t) = rec.ids();
+        tracing::info!("{image}: PPRC pair {s}:{t} removed at this end");
+        Ok(())
+    }
+
+    fn pause(&self, image: &ImageId, remote: &ImageId, sel: &PprcSelect, at: Option<PprcSide>) -> Result<()> {
+        let t = match sel.target {
+            Some(t) => t,
+            None => self
+                .primary(image, sel.source)
+                .map(|p| p.target)
+                .ok_or_else(|| not_found(sel.source, sel.source, ""))?,
+        };
+        let p = self.primary_of(image, remote, sel.source, t)?;
+        let reason = if at == Some(PprcSide::Target) {
+            let cmd = InBand::Suspend { primary: image.clone(), source: sel.source, target: t };
+            p.route.request(&Message::Command(cmd.encode())).map_err(|(e, _)| e)?;
+            SuspendReason::HostTarget
+        } else {
+            SuspendReason::HostSource
+        };
+        p.set_phase(PprcPhase::Suspended, Some(reason), now());
+        self.persist(image, &p)
+    }
+
+    fn resume(&self, image: &ImageId, remote: &ImageId, s: VolumeId, t: VolumeId, spec: PprcSpec) -> Result<()> {
+        let p = self.primary_of(image, remote, s, t)?;
+        if p.state().record.phase != PprcPhase::Suspended {
+            let kind = p.state().record.kind;
+            let detail = if kind != spec.kind {
+                "a pair changes type (Metro Mirror, Global Copy) only when suspended"
+            } else {
+                "the pair is not suspended"
+            };
+            return Err(Error::new(ErrorKind::PprcStateInvalid, pair_name(s, t), detail));
+        }
+        let cmd =
+            InBand::Resume { primary: image.clone(), source: s, target: t, kind: spec.kind, tgtread: spec.tgtread };
+        p.route.request(&Message::Command(cmd.encode())).map_err(|(e, _)| e)?;
+        {
+            let mut st = p.state();
+            st.record.kind = spec.kind;
+            st.record.tgtread = spec.tgtread;
+            st.record.critmode = spec.critmode;
+            st.record.first_pass = false;
+            st.auto_resume = false;
+        }
+        p.set_phase(PprcPhase::CopyPending, None, now());
+        self.persist(image, &p)
+    }
+
+    /// `failoverpprc` at the secondary's image: pairs are written `secondary:primary`.
+    fn failover(&self, image: &ImageId, remote: &ImageId, b: VolumeId, a: VolumeId, kind: PprcType) -> Result<()> {
+        let name = pair_name(b, a);
+        let mut images = self.images();
+        let img = get_mut(&mut images, image)?;
+        let rec = img.pprc_pair(b).cloned().ok_or_else(|| not_found(b, a, "the volume is in no PPRC pair"))?;
+        if rec.remote != *remote || rec.remote_volume != a {
+            return Err(not_found(b, a, &format!("{b} is paired with {}:{}", rec.remote, rec.remote_volume)));
+        }
+        if rec.role != PprcRole::Secondary {
+            return Err(Error::new(ErrorKind::PprcStateInvalid, &name, format!("{b} is already a primary")));
+        }
+        let next = PprcPairRecord {
+            role: PprcRole::Primary,
+            kind,
+            phase: PprcPhase::Suspended,
+            reason: Some(SuspendReason::HostSource),
+            suspended_at: Some(now()),
+            first_pass: false,
+            ..rec
+        };
+        let p = self.make_primary(img, next.clone(), TrackBitmap::new(), 0)?;
+        p.remove_files();
+        p.store_now()?;
+        if let Err(e) = img.put_pprc_pair(next) {
+            p.remove_files();
+            return Err(e);
+        }
+        self.stop_secondary(&img.flash().clone(), image, b);
+        self.start_primary(img, p);
+        tracing::info!("{image}: PPRC pair {name} failed over: {b} is a suspended primary");
+        Ok(())
+    }
+
+    /// `failbackpprc` at the image whose volume is a suspended primary.
+    fn failback(&self, image: &ImageId, remote: &ImageId, s: VolumeId, t: VolumeId, spec: PprcSpec) -> Result<()> {
+        let name = pair_name(s, t);
+        let p = self.primary_of(image, remote, s, t)?;
+        if p.state().record.phase != PprcPhase::Suspended {
+            return Err(Error::new(ErrorKind::PprcStateInvalid, &name, "failback needs a suspended primary"));
+        }
+        if p.route.link().is_none() {
+            let images = self.images();
+            let img = get(&images, image)?;
+            if img.pprc_path(s.lss(), remote, t.lss()).is_none() {
+                return Err(Error::new(ErrorKind::PprcPathNotFound, &name, format!("no path {}:{}", s.lss(), t.lss())));
+            }
+        }
+        let cmd = InBand::Failback {
+            primary: image.clone(),
+            primary_wwnn: image.wwnn(),
+            source: s,
+            target: t,
+            kind: spec.kind,
+            tgtread: spec.tgtread,
+            size: p.vol.size(),
+        };
+        let theirs = p.route.request(&Message::Command(cmd.encode())).map_err(|(e, _)| e)?;
+        let bits = TrackBitmap::from_bytes(&theirs).map_err(|e| Error::io("failback answer", &e))?;
+        p.mark(&bits);
+        p.store_now()?;
+        {
+            let mut st = p.state();
+            st.record.kind = spec.kind;
+            st.record.tgtread = spec.tgtread;
+            st.record.first_pass = false;
+            st.auto_resume = false;
+        }
+        p.set_phase(PprcPhase::CopyPending, None, now());
+        tracing::info!("{image}: PPRC pair {name} failing back: {} tracks of the other end join", bits.len());
+        self.persist(image, &p)
+    }
+
+    fn freeze(&self, image: &ImageId, remote: &ImageId, src: LssId, tgt: LssId) -> Result<()> {
+        let name = format!("{src}:{tgt}");
+        let stgtype = {
+            let images = self.images();
+            let img = get(&images, image)?;
+            if img.pprc_path(src, remote, tgt).is_none() {
+                return Err(Error::new(ErrorKind::PprcPathNotFound, &name, format!("no path to {remote}")));
+            }
+            img.record().lss_type(src).unwrap_or(crate::image::record::StorageType::Fb)
+        };
+        let prims: Vec<Arc<Primary>> = self
+            .primaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((i, v), p)| i == image && v.lss() == src && p.remote == *remote && p.target.lss() == tgt)
+            .map(|(_, p)| p.clone())
+            .collect();
+        // Writes are held first, so no write reaches a primary between its suspension and
+        // the freeze: the secondaries are one consistent image.
+        self.gate(image).freeze(src, super::hub::lss_timeout(stgtype));
+        for p in &prims {
+            p.set_phase(PprcPhase::Suspended, Some(SuspendReason::Freeze), now());
+            self.persist(image, p)?;
+        }
+        let mut images = self.images();
+        get_mut(&mut images, image)?.remove_pprc_path(remote, None, src, tgt)?;
+        self.refresh_routes(&images);
+        tracing::info!("{image}: PPRC consistency group {name} frozen ({} pairs)", prims.len());
+        Ok(())
+    }
+
+    /// An in-band command arriving at port `local` from the port `from`.
+    pub(super) fn inband(&self, local: LinkAddr, from: LinkAddr, cmd: InBand) -> Result<Vec<u8>> {
+        let (primary, source, target) = {
+            let (p, s, t) = cmd.pair();
+            (p.clone(), s, t)
+        };
+        if wwnn_of(&primary) != from.wwnn {
+            return Err(Error::new(ErrorKind::LinkProtocol, from, format!("the sender is not {primary}")));
+        }
+        let name = pair_name(source, target);
+        if let InBand::Notice { phase, reason, kind, first_pass, .. } = cmd {
+            // Frequent and harmless: no images lock (link workers stay free for data).
+            let e = self
+                .secondaries
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(local.wwnn, target))
+                .cloned()
+                .ok_or_else(|| not_found(source, target, "no secondary here"))?;
+            let mut r = e.sec.record();
+            if r.remote == primary && r.reason != Some(SuspendReason::HostTarget) {
+                r.phase = phase;
+                r.reason = reason;
+                r.kind = kind;
+                r.first_pass = first_pass;
+                r.suspended_at = (phase == PprcPhase::Suspended).then_some(now());
+            }
+            return Ok(Vec::new());
+        }
+        let mut images = self.images();
+        let image = images
+            .values()
+            .find(|i| wwnn_of(i.id()) == local.wwnn)
+            .map(|i| i.id().clone())
+            .ok_or_else(|| Error::new(ErrorKind::ImageNotFound, local, "no image with this WWNN here"))?;
+        let img = get_mut(&mut images, &image)?;
+        let mine = img.pprc_pair(target).cloned().filter(|r| r.remote == primary && r.remote_volume == source);
+        match cmd {
+            InBand::Establish { primary_wwnn, kind, phase, tgtread, size, stgtype, .. } => {
+                let vrec = img
+                    .record()
+                    .volumes
+                    .get(&target)
+                    .ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, target, ""))?;
+                let vol = img.volume(target).ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, target, ""))?;
+                if vrec.stgtype() != stgtype || vol.size() != size {
+                    return Err(Error::new(ErrorKind::PprcIncompatible, &name, "the volumes differ in size or type"));
+                }
+                if let Some(p) = img.pprc_pair(target) {
+                    let (a, b) = p.ids();
+                    return Err(Error::new(ErrorKind::PprcPairExists, &name, format!("{target} is in pair {a}:{b}")));
+                }
+                if img.flash().roles(vol.handle()).as_target.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::PprcTargetInFlash,
+                        &name,
+                        format!("{target} is a FlashCopy target"),
+                    ));
+                }
+                let rec = PprcPairRecord {
+                    local: target,
+                    remote: primary.clone(),
+                    remote_wwnn: primary_wwnn.to_ascii_uppercase(),
+                    remote_volume: source,
+                    role: PprcRole::Secondary,
+                    kind,
+                    phase,
+                    reason: None,
+                    suspended_at: None,
+                    tgtread,
+                    critmode: false,
+                    first_pass: false,
+                    created: now(),
+                };
+                img.put_pprc_pair(rec.clone())?;
+                self.start_secondary(img, rec)?;
+                tracing::info!("{image}: PPRC pair {name}: {target} is the secondary of {primary}");
+                Ok(Vec::new())
+            }
+            InBand::Notice { .. } => Ok(Vec::new()),
+            InBand::Resume { .. } | InBand::Suspend { .. } if mine.is_none() => {
+                Err(not_found(source, target, "the secondary is simplex"))
+            }
+            InBand::Resume { kind, tgtread, .. } => {
+                let e = self.secondary(&image, target).ok_or_else(|| not_found(source, target, "not a secondary"))?;
+                let rec = {
+                    let mut r = e.sec.record();
+                    r.phase = PprcPhase::CopyPending;
+                    r.reason = None;
+                    r.suspended_at = None;
+                    r.kind = kind;
+                    r.tgtread = tgtread;
+                    r.clone()
+                };
+                img.put_pprc_pair(rec).map(|()| Vec::new())
+            }
+            InBand::Suspend { .. } => {
+                let e = self.secondary(&image, target).ok_or_else(|| not_found(source, target, "not a secondary"))?;
+                let rec = {
+                    let mut r = e.sec.record();
+                    r.phase = PprcPhase::Suspended;
+                    r.reason = Some(SuspendReason::HostTarget);
+                    r.suspended_at = Some(now());
+                    r.clone()
+                };
+                img.put_pprc_pair(rec).map(|()| Vec::new())
+            }
+            InBand::Remove { .. } => {
+                if mine.is_some() {
+                    drop(images);
+                    self.remove_local(&image, target)?;
+                }
+                Ok(Vec::new())
+            }
+            InBand::Failback { kind, tgtread, size, primary_wwnn, .. } => {
+                let rec = mine.ok_or_else(|| not_found(source, target, "no end of this pair here"))?;
+                if img.volume(target).is_none_or(|v| v.size() != size) {
+                    return Err(Error::new(ErrorKind::PprcIncompatible, &name, "the volumes differ in size"));
+                }
+                let theirs = match rec.role {
+                    PprcRole::Primary => self.primary(&image, target).map(|p| p.state().pending()).unwrap_or_default(),
+                    PprcRole::Secondary => TrackBitmap::new(),
+                };
+                let next = PprcPairRecord {
+                    role: PprcRole::Secondary,
+                    remote_wwnn: primary_wwnn.to_ascii_uppercase(),
+                    kind,
+                    tgtread,
+                    phase: PprcPhase::CopyPending,
+                    reason: None,
+                    suspended_at: None,
+                    first_pass: false,
+                    ..rec.clone()
+                };
+                img.put_pprc_pair(next.clone())?;
+                match rec.role {
+                    PprcRole::Primary => {
+                        self.stop_primary(&img.flash().clone(), &image, target, true);
+                        tracing::warn!(
+                            "{image}: PPRC pair {name} failed back from {primary}: {target} is its secondary; \
+                             {} tracks written here that never crossed go back with the answer",
+                            theirs.len()
+                        );
+                        self.start_secondary(img, next)?;
+                    }
+                    PprcRole::Secondary => {
+                        if let Some(e) = self.secondary(&image, target) {
+                            *e.sec.record() = next;
+                        }
+                    }
+                }
+                Ok(theirs.to_bytes())
+            }
+        }
+    }
+}
+
+fn sel_name(sel: &PprcSelect) -> String {
+    match sel.target {
+        Some(t) => pair_name(sel.source, t),
+        None => sel.source.to_string(),
+    }
+}

@@ -126,13 +126,22 @@ pub const RANGE_LENGTHS: &str = "FlashCopy pair range";
 /// A source:target pair, each side with the image it named (if fully qualified).
 pub type Pair = (Scoped<VolumeId>, Scoped<VolumeId>);
 
-/// FlashCopy (and PPRC) pair IDs: `SRC:TGT`, each side a volume ID or a range; two ranges
-/// must be equally long and are paired in order (`0100-0101:0200-0201` = `0100:0200`,
-/// `0101:0201`).
+/// FlashCopy pair IDs: `SRC:TGT`, each side a volume ID or a range; two ranges must be
+/// equally long and are paired in order (`0100-0101:0200-0201` = `0100:0200`, `0101:0201`).
 pub fn pairs(tokens: &[String]) -> Result<Vec<Pair>, IdError> {
+    pairs_of(tokens, "FlashCopy pair")
+}
+
+/// PPRC pair IDs: the same forms as [`pairs`]; a malformed one is named as a Remote Mirror
+/// and Copy pair.
+pub fn pprc_pairs(tokens: &[String]) -> Result<Vec<Pair>, IdError> {
+    pairs_of(tokens, "Remote Mirror and Copy pair")
+}
+
+fn pairs_of(tokens: &[String], what: &'static str) -> Result<Vec<Pair>, IdError> {
     let mut out = Vec::new();
     for t in tokens {
-        let err = || IdError { token: t.clone(), what: "FlashCopy pair" };
+        let err = || IdError { token: t.clone(), what };
         let (a, b) = t.split_once(':').ok_or_else(err)?;
         if b.contains(':') {
             return Err(err());

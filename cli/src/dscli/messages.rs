@@ -70,6 +70,7 @@ pub const OBJECT_NAMES: &[(&str, &str)] = &[
     ("lshostconnect", "Host Connection"),          // [R]
     ("showhostconnect", "Host Connection"),        // [R]
     ("lspprcpath", "Remote Mirror and Copy Path"), // [R]
+    ("lspprc", "Remote Mirror and Copy"),          // [C] (ibm-hmcconst)
 ];
 
 /// Action messages per verb: (verb, success, confirmation prompt for rm verbs).
@@ -142,7 +143,39 @@ pub const ACTIONS: &[(&str, Message, Option<Message>)] = &[
         m("CMUC00150I", "Remote Mirror and Copy path {0} successfully removed."),
         Some(m("CMUC00152W", "Are you sure you want to remove the Remote Mirror and Copy path {0}:? [y/n]:")),
     ),
+    // PPRC pairs (dscli-spec.md §1.8): 153 [C-low], the rest [R]. freezepprc's success is a W
+    // message ([`FREEZEPPRC`]), so it is not in this table.
+    ("mkpprc", m("CMUC00153I", "Remote Mirror and Copy volume pair relationship {0} successfully created."), None),
+    (
+        "rmpprc",
+        m("CMUC00155I", "Remote Mirror and Copy volume pair {0} relationship successfully withdrawn."),
+        Some(m(
+            "CMUC00160W",
+            "Are you sure you want to delete the Remote Mirror and Copy volume pair relationship {0}:? [y/n]:",
+        )),
+    ),
+    ("pausepprc", m("CMUC00157I", "Remote Mirror and Copy volume pair {0} relationship successfully paused."), None),
+    (
+        "resumepprc",
+        m(
+            "CMUC00158I",
+            "Remote Mirror and Copy volume pair {0} relationship successfully resumed. This message is being returned before the copy completes.",
+        ),
+        None,
+    ),
+    ("failoverpprc", m("CMUC00196I", "Remote Mirror and Copy pair {0} successfully reversed."), None),
+    ("failbackpprc", m("CMUC00197I", "Remote Mirror and Copy pair {0} successfully failed back."), None),
+    ("unfreezepprc", m("CMUC00198I", "Remote Mirror and Copy pair ID {0} successfully thawed."), None),
 ];
+
+/// `freezepprc` success, one per LSS pair `SS:TT` [R]: IBM gives it severity W, since host
+/// writes to the frozen primaries are held until `unfreezepprc` or the LSS timer.
+pub const FREEZEPPRC: Message = m("CMUC00161W", "Remote Mirror and Copy consistency group {0} successfully created.");
+
+/// `resumepprc -wait` success [D]: the same ID without the "before the copy completes"
+/// sentence, which is no longer true once the wait has ended.
+pub const RESUMEPPRC_WAITED: Message =
+    m("CMUC00158I", "Remote Mirror and Copy volume pair {0} relationship successfully resumed.");
 
 /// `rmflash -cp` success [R].
 pub const RMFLASH_CP: Message = m(
@@ -196,6 +229,20 @@ pub const UNREADABLE: Message = m("CMUC90021E", "Cannot read {0}: {1}");
 pub const ONE_OBJECT: Message = m("CMUC90060E", "Only one {0} can be given: {1}.");
 /// `-action` without `-volume` or the other way round.
 pub const ACTION_VOLUME: Message = m("CMUC90061E", "The -action and -volume parameters must be given together.");
+
+/// PPRC pair verbs (`CMUC9008x`, this branch's own block of the simulator range).
+/// A DS CLI parameter flashtrack cannot honour: refused rather than ignored (exit 2).
+pub const NOT_SUPPORTED: Message = m("CMUC90080E", "The parameter {0} is not supported: {1}.");
+/// A parameter that is valid only together with another.
+pub const NEEDS_PARAM: Message = m("CMUC90081E", "The parameter {0} can only be used with {1}.");
+/// A volume ID where a pair is needed (`pausepprc`/`rmpprc` without `-at ... -unconditional`).
+pub const SINGLE_VOLUME: Message = m(
+    "CMUC90082E",
+    "{0} is a single volume ID: give source:target, or -at src|tgt with -unconditional to name one volume.",
+);
+/// `-srcss`/`-tgtss` limit a command to one source LSS and one target LSS.
+pub const ONE_LSS_PAIR: Message =
+    m("CMUC90083E", "{0}: with -srcss or -tgtss all IDs must be in one source LSS and one target LSS ({1}).");
 
 /// The daemon answered something the request did not ask for (exit 3).
 pub const PROTOCOL: Message = m("CMUN90098E", "Unexpected reply from flashd: {0}");
@@ -376,12 +423,13 @@ pub const ENGINE: &[EngineMessage] = &[
         exit::SERVER,
         false,
     ),
-    // The mirror link (engine/src/link; no DS CLI texts; [D]). Outcome unknown is exit 4.
+    // The mirror link (engine/src/link; no DS CLI texts; [D]). Outcome unknown is exit 4 (the
+    // storage side failed) and says what to look at before a retry.
     e(ErrorKind::LinkDown, "CMUN90068E", "The mirror link is down; nothing was sent.", exit::SERVER, true),
     e(
         ErrorKind::LinkOutcomeUnknown,
         "CMUN90069E",
-        "No reply came over the mirror link in time; the outcome is unknown. Check the link and the remote storage image, then retry.",
+        "No reply came over the mirror link in time; the outcome is unknown (the request may have been applied). Check the path (lspprcpath) and the pair (lspprc) at both storage images before you retry.",
         exit::SERVER,
         true,
     ),
@@ -440,6 +488,57 @@ pub const ENGINE: &[EngineMessage] = &[
         ErrorKind::PprcPathNotFound,
         "CMUN90078E",
         "The Remote Mirror and Copy path does not exist.",
+        exit::SERVER,
+        false,
+    ),
+    // PPRC pairs (dscli-spec.md §3.4 has no error texts; [D]). Detail off where the goldens
+    // hit them; on for the state rule, whose detail says which state the pair is in.
+    e(
+        ErrorKind::PprcPairNotFound,
+        "CMUN90079E",
+        "The Remote Mirror and Copy volume pair does not exist.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcPairExists,
+        "CMUN90080E",
+        "The volume is already in a Remote Mirror and Copy volume pair.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcStateInvalid,
+        "CMUN90081E",
+        "The Remote Mirror and Copy volume pair is not in a state that allows this command.",
+        exit::SERVER,
+        true,
+    ),
+    e(
+        ErrorKind::PprcIncompatible,
+        "CMUN90082E",
+        "The source and target volumes differ in size or type.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcSecondary,
+        "CMUN90083E",
+        "The volume is a Remote Mirror and Copy secondary: hosts cannot write it (nor read it without -tgtread) and it cannot be a FlashCopy target until it is failed over (failoverpprc).",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcTgtpprcRequired,
+        "CMUN90084E",
+        "The FlashCopy target is (or would become) a Remote Mirror and Copy primary: -tgtpprc is required.",
+        exit::SERVER,
+        false,
+    ),
+    e(
+        ErrorKind::PprcTargetInFlash,
+        "CMUN90085E",
+        "The secondary volume is a FlashCopy target; it cannot be a Remote Mirror and Copy secondary.",
         exit::SERVER,
         false,
     ),

@@ -75,6 +75,27 @@ const PAIRS_HELP: &str = "source_volume_ID:target_volume_ID ... | range:range | 
 /// reaches; they are accepted and select nothing.
 pub const FLASH_STATES: &[&str] = &["valid", "tgt-failed", "validation-required", "invalid", "volume-inaccessible"];
 
+/// `lspprc -state` values (dscli-spec.md §3.4 [C]). `not-remote-copy-pair`, `invalid-state`
+/// and `volume-inaccessible` are states flashtrack never shows: accepted, they select nothing.
+pub const PPRC_STATES: &[&str] = &[
+    "copy-pending",
+    "full-duplex",
+    "suspended",
+    "target-copy-pending",
+    "target-full-duplex",
+    "target-suspended",
+    "not-remote-copy-pair",
+    "invalid-state",
+    "volume-inaccessible",
+];
+
+/// PPRC pair verbs: `-type`, `-at`, subsystem IDs.
+const PPRC_TYPE: Kind = Kind::Enum(&["mmir", "gcp"]);
+const PPRC_AT: Kind = Kind::Enum(&["src", "tgt"]);
+const SSID: Kind = Kind::Value("ss_ID");
+const REMOTEDEV: Flag = f("-remotedev", Kind::Value("storage_image_ID"));
+const PPRC_PAIRS_HELP: &str = "source_volume_ID:target_volume_ID ... | range:range | -";
+
 /// `mkvolgrp -type` values [R].
 pub const VOLGRP_TYPES: &[&str] = &["scsimask", "scsimap256", "os400mask", "os400map256"];
 
@@ -562,6 +583,126 @@ pub static VERBS: &[Verb] = &[
         reports: true,
     },
     Verb {
+        name: "mkpprc",
+        summary: "Establishes Remote Mirror and Copy pairs: sources of -dev, targets of -remotedev (a path must join their LSSs). -wait returns at full duplex (mmir) or the end of the first pass (gcp). -tgtonline and -resetreserve have no effect (NBD volumes); -cascade is refused.",
+        flags: &[
+            REMOTEDEV,
+            req("-type", PPRC_TYPE),
+            f("-mode", Kind::Enum(&["full", "nocp"])),
+            f("-tgtread", B),
+            f("-critmode", B),
+            f("-wait", B),
+            f("-cascade", B),
+            f("-tgtonline", B),
+            f("-resetreserve", B),
+            f("-srcss", SSID),
+            f("-tgtss", SSID),
+        ],
+        ids: Ids::Required,
+        ids_help: PPRC_PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "lspprc",
+        summary: "Lists Remote Mirror and Copy pairs that volumes of the image take part in (either end), selected by pair, volume or range (all when none).",
+        flags: &[REMOTEDEV, f("-state", Kind::Enum(PPRC_STATES)), SL[0], SL[1]],
+        ids: Ids::Optional,
+        ids_help: "[source:target ... | Volume_ID ... | range | -]",
+        reports: true,
+    },
+    Verb {
+        name: "rmpprc",
+        summary: "Removes Remote Mirror and Copy pairs at both ends, or with -at src|tgt at one end; -at with -unconditional takes a single volume ID.",
+        flags: &[
+            REMOTEDEV,
+            f("-at", PPRC_AT),
+            f("-unconditional", B),
+            f("-quiet", B),
+            f("-srcss", SSID),
+            f("-tgtss", SSID),
+        ],
+        ids: Ids::Required,
+        ids_help: "source:target ... | Volume_ID ... (with -at -unconditional) | -",
+        reports: true,
+    },
+    Verb {
+        name: "pausepprc",
+        summary: "Suspends Remote Mirror and Copy pairs (from the source, or -at tgt from the target); the primary records what changes until resumepprc.",
+        flags: &[REMOTEDEV, f("-at", PPRC_AT), f("-unconditional", B), f("-srcss", SSID), f("-tgtss", SSID)],
+        ids: Ids::Required,
+        ids_help: "source:target ... | Volume_ID ... (with -at -unconditional) | -",
+        reports: true,
+    },
+    Verb {
+        name: "resumepprc",
+        summary: "Resumes suspended Remote Mirror and Copy pairs as -type (which may change the type), copying what changed. -tgtonline and -resetreserve have no effect; -suspend and -cascade are refused.",
+        flags: &[
+            REMOTEDEV,
+            req("-type", PPRC_TYPE),
+            f("-tgtread", B),
+            f("-critmode", B),
+            f("-wait", B),
+            f("-suspend", B),
+            f("-cascade", B),
+            f("-tgtonline", B),
+            f("-resetreserve", B),
+            f("-srcss", SSID),
+            f("-tgtss", SSID),
+        ],
+        ids: Ids::Required,
+        ids_help: PPRC_PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "failoverpprc",
+        summary: "Fails over to the secondary: issued at its image (-dev) with pairs written secondary:primary, it becomes a suspended primary; works with the link down. -tgtonline has no effect; -cascade is refused.",
+        flags: &[
+            REMOTEDEV,
+            req("-type", PPRC_TYPE),
+            f("-tgtonline", B),
+            f("-cascade", B),
+            f("-srcss", SSID),
+            f("-tgtss", SSID),
+        ],
+        ids: Ids::Required,
+        ids_help: PPRC_PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "failbackpprc",
+        summary: "Fails back from a suspended primary (-dev) to the other end, copying what changed at either end since they parted. -tgtonline and -resetreserve have no effect; -suspend and -cascade are refused.",
+        flags: &[
+            REMOTEDEV,
+            req("-type", PPRC_TYPE),
+            f("-tgtread", B),
+            f("-suspend", B),
+            f("-cascade", B),
+            f("-tgtonline", B),
+            f("-resetreserve", B),
+            f("-srcss", SSID),
+            f("-tgtss", SSID),
+        ],
+        ids: Ids::Required,
+        ids_help: PPRC_PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "freezepprc",
+        summary: "Freezes LSS pairs: suspends their pairs (reason Freeze), removes their paths and holds host writes to the primaries until unfreezepprc or the LSS timer.",
+        flags: &[REMOTEDEV, f("-srcss", SSID), f("-tgtss", SSID)],
+        ids: Ids::Required,
+        ids_help: "Source_LSS_ID:Target_LSS_ID ... | -",
+        reports: true,
+    },
+    Verb {
+        name: "unfreezepprc",
+        summary: "Thaws frozen LSS pairs: held host writes go on; pairs stay suspended and paths stay removed.",
+        flags: &[REMOTEDEV, f("-srcss", SSID), f("-tgtss", SSID)],
+        ids: Ids::Required,
+        ids_help: "Source_LSS_ID:Target_LSS_ID ... | -",
+        reports: true,
+    },
+    Verb {
         name: "setenv",
         summary: "Changes session settings (banner, header, format, delimiter, verbose, default images, paging).",
         flags: &[
@@ -830,6 +971,28 @@ mod tests {
         assert_eq!(err_id("unfreezeflash"), "CMUC90011E");
         assert!(p("lsflash").unwrap().ids.is_empty());
         assert!(p("commitflash -seqnum 1 0100-0101").is_ok());
+    }
+
+    #[test]
+    fn pprc_pair_verbs() {
+        let inv =
+            p("mkpprc -dev IBM.2107-75FA120 -remotedev IBM.2107-75FA150 -type GCP -mode nocp 0100-0101:0200-0201")
+                .unwrap();
+        assert_eq!(inv.flag("-type"), Some("gcp"));
+        assert_eq!(inv.flag("-mode"), Some("nocp"));
+        assert_eq!(err_id("mkpprc 0100:0200"), "CMUC90006E");
+        assert_eq!(err_id("mkpprc -type mmir"), "CMUC90011E");
+        assert_eq!(err_id("mkpprc -type sync 0100:0200"), "CMUC90004E");
+        assert_eq!(err_id("lspprc -s -l"), "CMUC90007E");
+        assert_eq!(err_id("lspprc -state broken"), "CMUC90004E");
+        assert_eq!(p("lspprc -state Target-Full-Duplex").unwrap().flag("-state"), Some("target-full-duplex"));
+        assert_eq!(err_id("rmpprc -at both 0100:0200"), "CMUC90004E");
+        assert_eq!(err_id("resumepprc 0100:0200"), "CMUC90006E");
+        assert_eq!(err_id("failoverpprc 0100:0200"), "CMUC90006E");
+        assert_eq!(err_id("failbackpprc -type mmir -critmode 0100:0200"), "CMUC90002E");
+        assert_eq!(err_id("freezepprc"), "CMUC90011E");
+        assert!(p("pausepprc -at tgt -unconditional 0200").is_ok());
+        assert!(p("unfreezepprc -srcss FF01 -tgtss FF02 01:02").is_ok());
     }
 
     #[test]

@@ -94,7 +94,13 @@ pub fn options(inv: &Invocation, seq: Option<u32>) -> FlashOptions {
 
 /// Sends a multi-object request; outcomes named by `objects` (the pair as typed) unless the
 /// engine names a pair itself and `keep_pairs` is set (commit/revert take source volumes).
-fn send(s: &mut Session, verb: &str, req: Request, objects: &[String], keep_pairs: bool) -> Res<Vec<ItemOutcome>> {
+pub(super) fn send(
+    s: &mut Session,
+    verb: &str,
+    req: Request,
+    objects: &[String],
+    keep_pairs: bool,
+) -> Res<Vec<ItemOutcome>> {
     let resp = match s.request(verb, req)? {
         // The request failed as a whole (e.g. Unsupported): every object failed alike.
         Response::Err(e) => Response::Ok(Reply::Items(
@@ -119,7 +125,7 @@ fn send(s: &mut Session, verb: &str, req: Request, objects: &[String], keep_pair
 }
 
 /// One line per outcome; the code of the last failure.
-fn print(s: &mut Session, verb: &str, items: &[ItemOutcome], ok: Message) -> Res {
+pub(super) fn print(s: &mut Session, verb: &str, items: &[ItemOutcome], ok: Message) -> Res {
     let mut last = exit::OK;
     for item in items {
         match &item.result {
@@ -135,7 +141,7 @@ fn print(s: &mut Session, verb: &str, items: &[ItemOutcome], ok: Message) -> Res
 }
 
 /// The pairs whose outcome is a success (same order as `pairs`).
-fn succeeded(pairs: &[Pair], items: &[ItemOutcome]) -> Vec<Pair> {
+pub(super) fn succeeded(pairs: &[Pair], items: &[ItemOutcome]) -> Vec<Pair> {
     if items.len() != pairs.len() {
         return Vec::new();
     }
@@ -298,8 +304,8 @@ pub fn bar_line(copied: u64, pending: u64) -> String {
     format!("[{}{}] {pct:3}% {copied}/{total} tracks copied", "#".repeat(filled), ".".repeat(BAR_WIDTH - filled))
 }
 
-/// The progress bar on stderr; silent unless stderr is a terminal.
-struct Bar {
+/// The progress bar on stderr; silent unless stderr is a terminal (also `mkpprc -wait`).
+pub(super) struct Bar {
     tty: bool,
     drawn: bool,
     /// The largest total seen: a relationship that ends takes its tracks out of the sums,
@@ -308,11 +314,11 @@ struct Bar {
 }
 
 impl Bar {
-    fn new(tty: bool) -> Bar {
+    pub(super) fn new(tty: bool) -> Bar {
         Bar { tty, drawn: false, total: 0 }
     }
 
-    fn show(&mut self, copied: u64, pending: u64) {
+    pub(super) fn show(&mut self, copied: u64, pending: u64) {
         self.total = self.total.max(copied + pending);
         if self.tty {
             let mut err = std::io::stderr().lock();
@@ -323,7 +329,7 @@ impl Bar {
     }
 
     /// Clears the bar so the message lines follow on a clean line.
-    fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         if self.drawn {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[K");

@@ -8,6 +8,8 @@ pub mod hosts;
 pub mod lss;
 pub mod pool;
 pub mod pprc;
+pub mod pprc_list;
+pub mod pprc_pairs;
 pub mod system;
 pub mod volume;
 
@@ -51,6 +53,11 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Res {
         "mkpprcpath" => pprc::mkpprcpath(s, inv),
         "lspprcpath" => pprc::lspprcpath(s, inv),
         "rmpprcpath" => pprc::rmpprcpath(s, inv),
+        "mkpprc" | "resumepprc" | "failoverpprc" | "failbackpprc" => pprc_pairs::establish(s, inv),
+        "lspprc" => pprc_list::list(s, inv),
+        "pausepprc" => pprc_pairs::pause(s, inv),
+        "rmpprc" => pprc_pairs::remove(s, inv),
+        "freezepprc" | "unfreezepprc" => pprc_pairs::freeze(s, inv),
         "ver" => system::ver(s, inv),
         "setenv" => env::setenv(s, inv),
         "showenv" => env::showenv(s, inv),

@@ -30,7 +30,7 @@ fn lss_flag(s: &mut Session, inv: &Invocation, flag: &str) -> Res<LssId> {
     }
 }
 
-fn parse_lss(v: &str) -> Option<LssId> {
+pub(super) fn parse_lss(v: &str) -> Option<LssId> {
     (v.len() == 2 && v.chars().all(|c| c.is_ascii_hexdigit())).then(|| LssId(u8::from_str_radix(v, 16).expect("hex")))
 }
 

@@ -88,6 +88,7 @@ mod tests {
             volgrps: BTreeMap::new(),
             hosts: BTreeMap::new(),
             pprc_paths: Vec::new(),
+            pprc_pairs: Vec::new(),
         }
     }
 

@@ -7,5 +7,6 @@ mod flash_restart_model;
 mod flash_revert;
 mod flash_tgtfailed;
 mod hosts;
+mod links;
 mod pprc;
 mod site;

@@ -70,6 +70,8 @@ pub const OBJECT_NAMES: &[(&str, &str)] = &[
     ("lshostconnect", "Host Connection"),          // [R]
     ("showhostconnect", "Host Connection"),        // [R]
     ("lspprcpath", "Remote Mirror and Copy Path"), // [R]
+    // Mirror links (extension verbs, branch linkverbs).
+    ("lslink", "Mirror Link"),
 ];
 
 /// Action messages per verb: (verb, success, confirmation prompt for rm verbs).
@@ -142,6 +144,9 @@ pub const ACTIONS: &[(&str, Message, Option<Message>)] = &[
         m("CMUC00150I", "Remote Mirror and Copy path {0} successfully removed."),
         Some(m("CMUC00152W", "Are you sure you want to remove the Remote Mirror and Copy path {0}:? [y/n]:")),
     ),
+    // ---- Mirror links (extension verbs lslink/chlink, branch linkverbs): our range, CMUC9006x.
+    // `{0}` is `SS:TT Ixxxx:Ixxxx` (path and port pair).
+    ("chlink", m("CMUC90062I", "Mirror link {0} successfully modified."), None),
 ];
 
 /// `rmflash -cp` success [R].
@@ -196,6 +201,12 @@ pub const UNREADABLE: Message = m("CMUC90021E", "Cannot read {0}: {1}");
 pub const ONE_OBJECT: Message = m("CMUC90060E", "Only one {0} can be given: {1}.");
 /// `-action` without `-volume` or the other way round.
 pub const ACTION_VOLUME: Message = m("CMUC90061E", "The -action and -volume parameters must be given together.");
+
+// ---- Mirror links (extension verbs lslink/chlink, branch linkverbs): CMUC90062I (chlink's
+// success, in ACTIONS) and CMUC90063E. Out-of-range values use BAD_VALUE (CMUC90005E).
+/// `chlink` without any setting.
+pub const NO_LINK_SETTING: Message =
+    m("CMUC90063E", "No link setting given: use -bw, -latency, -jitter, -loss, -rto or -outage.");
 
 /// The daemon answered something the request did not ask for (exit 3).
 pub const PROTOCOL: Message = m("CMUN90098E", "Unexpected reply from flashd: {0}");

@@ -163,6 +163,7 @@ fn an_outage_shows_down_and_the_path_failed() {
 fn bad_values_and_empty_selections_change_nothing() {
     let (t, a, b) = setup();
     items_ok(t.ok(set(&a, None, &[], SLOW)));
+    eventually("B's end has the line", || links(&t, &b)[0].props == SLOW.apply(LinkProps::default()));
     let props = |t: &TestSite| -> Vec<LinkProps> {
         let mut p: Vec<LinkProps> = links(t, &a).iter().map(|v| v.props).collect();
         p.extend(links(t, &b).iter().map(|v| v.props));

@@ -15,8 +15,10 @@ use crate::image::record::{
     HostRecord, LcuType, PoolRecord, PprcPairRecord, PprcPathRecord, PprcType, Sam, StorageType, VolGrpRecord,
     VolGrpType, VolumeRecord,
 };
+use crate::link::{LinkProps, LinkStats};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Bumped on any incompatible change of [`Request`] or [`Response`].
 pub const PROTOCOL_VERSION: u32 = 3;
@@ -301,6 +303,79 @@ pub enum Request {
         remote: ImageId,
         lss: Vec<(LssId, LssId)>,
     },
+    /// `lslink` (extension): one [`LinkView`] per port pair of every PPRC path of `image`, in
+    /// path and port order. Nothing is sent over the links (no ping, no redial): the state is
+    /// what the link knows now. Answers `Links`.
+    LinkList {
+        image: ImageId,
+    },
+    /// `chlink` (extension): change the simulated line of port pairs of `image`'s PPRC paths,
+    /// selected by `remote` and the LSS pair `lss` (source, target; `None`: every path), and
+    /// `ports` (local, remote; empty: every port pair of the selected paths). Every new value
+    /// is checked before any is set: a bad value or a selection that names nothing is refused
+    /// and nothing changes. A port pair without a link keeps the setting for when its link
+    /// comes up. Answers one item per port pair changed, named `SS:TT Ixxxx:Ixxxx`.
+    LinkSet {
+        image: ImageId,
+        remote: Option<ImageId>,
+        lss: Option<(LssId, LssId)>,
+        ports: Vec<(String, String)>,
+        change: LinkChange,
+    },
+}
+
+/// What `chlink` changes of a link's [`LinkProps`] (`None` = keep).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkChange {
+    /// Bytes per second each way; 0 = unlimited.
+    pub bandwidth: Option<u64>,
+    /// One-way latency.
+    pub latency: Option<Duration>,
+    /// Extra one-way delay, uniform in [0, jitter].
+    pub jitter: Option<Duration>,
+    /// Probability that a frame is lost and retransmitted one `rto` later, 0 to 0.99.
+    pub loss: Option<f64>,
+    /// Retransmission timeout.
+    pub rto: Option<Duration>,
+    /// The line is down (both directions).
+    pub outage: Option<bool>,
+}
+
+impl LinkChange {
+    /// Changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == LinkChange::default()
+    }
+
+    /// `props` with the change applied (not validated: see [`LinkProps::validate`]).
+    pub fn apply(&self, props: LinkProps) -> LinkProps {
+        LinkProps {
+            bandwidth: self.bandwidth.unwrap_or(props.bandwidth),
+            latency: self.latency.unwrap_or(props.latency),
+            jitter: self.jitter.unwrap_or(props.jitter),
+            loss: self.loss.unwrap_or(props.loss),
+            rto: self.rto.unwrap_or(props.rto),
+            outage: self.outage.unwrap_or(props.outage),
+        }
+    }
+}
+
+/// One port pair of a PPRC path and its link, as `lslink` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkView {
+    /// The path's source LSS (of the image asked about) and target LSS (of `remote`).
+    pub src_lss: LssId,
+    pub tgt_lss: LssId,
+    pub remote: ImageId,
+    /// Local port, remote (attached) port.
+    pub port: String,
+    pub attached: String,
+    /// A link is connected and not in an outage.
+    pub up: bool,
+    /// The link's properties; without a link, those it will get when it comes up.
+    pub props: LinkProps,
+    /// The link's counters at this end, since it connected (`None`: no link).
+    pub stats: Option<LinkStats>,
 }
 
 /// What `mkpprc` (and `resumepprc`, `failbackpprc`) asks of a pair.
@@ -480,6 +555,7 @@ pub enum Reply {
     Hosts(Vec<HostView>),
     PprcPaths(Vec<PprcPathView>),
     Pprc(Vec<PprcView>),
+    Links(Vec<LinkView>),
 }
 
 /// How `rmflash` withdraws.

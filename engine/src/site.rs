@@ -391,6 +391,11 @@ impl Site {
             }
             return reply;
         }
+        // `lslink`/`chlink`: the paths are read under the site lock, the links used without it.
+        if let Request::LinkList { image } | Request::LinkSet { image, .. } = &req {
+            let paths = self.images().get(image).map(|i| i.pprc_paths().to_vec());
+            return self.paths().link_request(paths.as_deref(), &req);
+        }
         if let Request::FlashReverse { image, pairs, fast: true, seqnum, .. } = &req {
             self.reverse_precopy(image, pairs, *seqnum);
         }
@@ -496,6 +501,7 @@ impl Site {
             }
             Request::IoPortList { image } => Reply::IoPorts(img!(&image).io_ports()),
             Request::Shutdown => Reply::Done,
+            Request::LinkList { .. } | Request::LinkSet { .. } => unreachable!("served without the site lock"),
             Request::PprcPathCreate { image, remote, remote_wwnn, src_lss, tgt_lss, consistgrp, ports } => {
                 img!(&image);
                 let facts = match images.get(&remote) {

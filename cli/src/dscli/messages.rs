@@ -71,6 +71,8 @@ pub const OBJECT_NAMES: &[(&str, &str)] = &[
     ("showhostconnect", "Host Connection"),        // [R]
     ("lspprcpath", "Remote Mirror and Copy Path"), // [R]
     ("lspprc", "Remote Mirror and Copy"),          // [C] (ibm-hmcconst)
+    // Mirror links (extension verbs, branch linkverbs).
+    ("lslink", "Mirror Link"),
 ];
 
 /// Action messages per verb: (verb, success, confirmation prompt for rm verbs).
@@ -166,6 +168,9 @@ pub const ACTIONS: &[(&str, Message, Option<Message>)] = &[
     ("failoverpprc", m("CMUC00196I", "Remote Mirror and Copy pair {0} successfully reversed."), None),
     ("failbackpprc", m("CMUC00197I", "Remote Mirror and Copy pair {0} successfully failed back."), None),
     ("unfreezepprc", m("CMUC00198I", "Remote Mirror and Copy pair ID {0} successfully thawed."), None),
+    // ---- Mirror links (extension verbs lslink/chlink, branch linkverbs): our range, CMUC9006x.
+    // `{0}` is `SS:TT Ixxxx:Ixxxx` (path and port pair).
+    ("chlink", m("CMUC90062I", "Mirror link {0} successfully modified."), None),
 ];
 
 /// `freezepprc` success, one per LSS pair `SS:TT` [R]: IBM gives it severity W, since host
@@ -243,6 +248,11 @@ pub const SINGLE_VOLUME: Message = m(
 /// `-srcss`/`-tgtss` limit a command to one source LSS and one target LSS.
 pub const ONE_LSS_PAIR: Message =
     m("CMUC90083E", "{0}: with -srcss or -tgtss all IDs must be in one source LSS and one target LSS ({1}).");
+// ---- Mirror links (extension verbs lslink/chlink, branch linkverbs): CMUC90062I (chlink's
+// success, in ACTIONS) and CMUC90063E. Out-of-range values use BAD_VALUE (CMUC90005E).
+/// `chlink` without any setting.
+pub const NO_LINK_SETTING: Message =
+    m("CMUC90063E", "No link setting given: use -bw, -latency, -jitter, -loss, -rto or -outage.");
 
 /// The daemon answered something the request did not ask for (exit 3).
 pub const PROTOCOL: Message = m("CMUN90098E", "Unexpected reply from flashd: {0}");

@@ -744,6 +744,30 @@ pub static VERBS: &[Verb] = &[
         ids: Ids::Optional,
         ids_help: "[command]",
         reports: false,
+    }, // ---- Extensions: the mirror links of PPRC paths (DS CLI has no `*link` verbs).
+    Verb {
+        name: "lslink",
+        summary: "Lists the mirror links of Remote Mirror and Copy paths, one row per port pair, up or down (extension). -l adds the simulated line and the link's counters.",
+        flags: &[SL[0], SL[1], f("-remotedev", Kind::Value("storage_image_ID"))],
+        ids: Ids::Optional,
+        ids_help: "[Source_LSS_ID:Target_LSS_ID ... | -]",
+        reports: true,
+    },
+    Verb {
+        name: "chlink",
+        summary: "Changes the simulated line of the mirror links of Remote Mirror and Copy paths while flashd runs (extension): bandwidth in MiB/s or unlimited, one-way latency, jitter and retransmission timeout in ms, loss in percent, outage. Not kept across a flashd restart.",
+        flags: &[
+            f("-remotedev", Kind::Value("storage_image_ID")),
+            f("-bw", Kind::Value("MiB_per_s|unlimited")),
+            f("-latency", Kind::Value("ms")),
+            f("-jitter", Kind::Value("ms")),
+            f("-loss", Kind::Value("percent")),
+            f("-rto", Kind::Value("ms")),
+            f("-outage", ON_OFF),
+        ],
+        ids: Ids::Required,
+        ids_help: "Source_LSS_ID:Target_LSS_ID ... | -",
+        reports: true,
     },
 ];
 

@@ -45,6 +45,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod linkprops;
+
 /// The site key file in the home.
 pub const SITE_KEY_FILE: &str = "site.key";
 /// How long `lspprcpath` waits for a link's ping.
@@ -202,6 +204,8 @@ pub struct PathLinks {
     dial_errors: BTreeMap<(LinkAddr, LinkAddr), String>,
     /// The handler of each new endpoint (`hub::Hub` sets it).
     handlers: Option<HandlerFactory>,
+    /// `chlink` settings per port pair, given to links made again (`linkprops.rs`).
+    props: BTreeMap<(LinkAddr, LinkAddr), crate::link::LinkProps>,
 }
 
 impl std::fmt::Debug for PathLinks {
@@ -255,6 +259,7 @@ impl PathLinks {
         }
         let was_remote = std::mem::replace(&mut self.remote, wanted.remote.clone());
         self.dial_errors.retain(|k, _| wanted.remote.contains_key(k));
+        self.keep_props(wanted);
         // Links no path needs (in either direction) close; endpoints no path uses go.
         for (addr, ep) in &self.endpoints {
             for l in ep.links() {
@@ -315,7 +320,10 @@ impl PathLinks {
             }
             let (Some(ours), Some(theirs)) = (self.endpoints.get(a), self.endpoints.get(b)) else { continue };
             match ours.connect_local(theirs) {
-                Ok(_) => tracing::info!("PPRC path link {a} -> {b} up"),
+                Ok(link) => {
+                    self.restore_props(&link);
+                    tracing::info!("PPRC path link {a} -> {b} up");
+                }
                 Err(e) => tracing::error!("PPRC path link {a} -> {b}: {e}"),
             }
         }
@@ -348,7 +356,8 @@ impl PathLinks {
             }
             let Some(ours) = self.endpoints.get(a) else { continue };
             match ours.connect_tcp(*addr, *b) {
-                Ok(_) => {
+                Ok(link) => {
+                    self.restore_props(&link);
                     self.dial_errors.remove(&(*a, *b));
                     tracing::info!("PPRC path link {a} -> {b} at {addr} up");
                 }

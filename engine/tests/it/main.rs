@@ -7,6 +7,7 @@ mod flash_restart_model;
 mod flash_revert;
 mod flash_tgtfailed;
 mod hosts;
+mod links;
 mod pprc;
 mod pprc_pairs;
 mod site;

@@ -5,6 +5,7 @@ pub mod env;
 pub mod flash;
 pub mod flash_list;
 pub mod hosts;
+pub mod link;
 pub mod lss;
 pub mod pool;
 pub mod pprc;
@@ -62,6 +63,8 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Res {
         "setenv" => env::setenv(s, inv),
         "showenv" => env::showenv(s, inv),
         "help" => env::help(s, inv),
+        "lslink" => link::lslink(s, inv),
+        "chlink" => link::chlink(s, inv),
         other => unreachable!("verb {other} is in the table but has no handler"),
     }
 }

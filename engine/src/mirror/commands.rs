@@ -228,14 +228,13 @@ impl Hub {
                 p.route.request(&Message::Command(rm.encode())).map_err(|(e, _)| e)?;
                 self.remove_local(image, sel.source)
             }
-            (Some(PprcSide::Source), _) => self.remove_local(image, sel.source),
-            (Some(PprcSide::Target), t) => {
+            // One volume with -at: it is this image's (the source's or the target's end).
+            (Some(_), None) | (Some(PprcSide::Source), _) => self.remove_local(image, sel.source),
+            (Some(PprcSide::Target), Some(t)) => {
                 // The target end: here if this image holds it, else at the remote image.
-                let here = t.filter(|t| self.images().get(image).is_some_and(|i| i.in_pprc_pair(*t)));
-                if let Some(t) = here {
+                if self.images().get(image).is_some_and(|i| i.in_pprc_pair(t)) {
                     return self.remove_local(image, t);
                 }
-                let t = t.ok_or_else(|| not_found(sel.source, sel.source, "give SOURCE:TARGET"))?;
                 let p = self.primary_of(image, remote, sel.source, t)?;
                 let rm = InBand::Remove { primary: image.clone(), source: sel.source, target: t };
                 p.route.request(&Message::Command(rm.encode())).map_err(|(e, _)| e)?;
@@ -266,6 +265,19 @@ impl Hub {
     }
 
     fn pause(&self, image: &ImageId, remote: &ImageId, sel: &PprcSelect, at: Option<PprcSide>) -> Result<()> {
+        if at == Some(PprcSide::Target) && sel.target.is_none() {
+            // `-at tgt` with one volume: this image's secondary stops taking updates.
+            let e =
+                self.secondary(image, sel.source).ok_or_else(|| not_found(sel.source, sel.source, "no secondary"))?;
+            let rec = {
+                let mut r = e.sec.record();
+                r.phase = PprcPhase::Suspended;
+                r.reason = Some(SuspendReason::HostTarget);
+                r.suspended_at = Some(now());
+                r.clone()
+            };
+            return get_mut(&mut self.images(), image)?.put_pprc_pair(rec);
+        }
         let t = match sel.target {
             Some(t) => t,
             None => self

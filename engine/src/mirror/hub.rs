@@ -259,10 +259,25 @@ impl Hub {
                     }
                     None => (rec.clone(), 0, false),
                 },
-                PprcRole::Secondary => match self.secondary(image, rec.local) {
-                    Some(e) => (e.sec.record().clone(), 0, false),
-                    None => (rec.clone(), 0, false),
-                },
+                PprcRole::Secondary => {
+                    let mut r = match self.secondary(image, rec.local) {
+                        Some(e) => e.sec.record().clone(),
+                        None => rec.clone(),
+                    };
+                    // A primary in this site is asked directly (the notices it sends are
+                    // for secondaries of other flashd, and lag).
+                    if let Some(p) = self.primary(&rec.remote, rec.remote_volume).filter(|p| p.target == rec.local)
+                        && r.reason != Some(SuspendReason::HostTarget)
+                    {
+                        let st = p.state();
+                        r.phase = st.record.phase;
+                        r.reason = st.record.reason;
+                        r.suspended_at = st.record.suspended_at;
+                        r.kind = st.record.kind;
+                        r.first_pass = st.record.first_pass;
+                    }
+                    (r, 0, false)
+                }
             };
             let stgtype = img.record().volumes.get(&rec.local).map(|v| v.stgtype()).unwrap_or(StorageType::Fb);
             out.push(PprcView {

@@ -405,7 +405,12 @@ impl Primary {
                         failed = Some((Error::io(self.vol.key(), &e), false));
                         break;
                     }
-                    let msg = Message::Track { volume: self.target, track: *t, data: buf };
+                    // A track of zeros (a hole of a sparse volume) crosses as a Zero message.
+                    let msg = if is_zero(&buf) {
+                        Message::Zero { volume: self.target, offset: off, len: len as u64 }
+                    } else {
+                        Message::Track { volume: self.target, track: *t, data: buf }
+                    };
                     match link.submit(&msg) {
                         Ok(p) => window.push_back((*t, len, p)),
                         Err(e) => {
@@ -507,6 +512,12 @@ enum Job {
     Copy,
     AutoResume,
     Idle,
+}
+
+/// Whether a buffer holds only zeros (16 bytes at a time).
+fn is_zero(buf: &[u8]) -> bool {
+    let mut chunks = buf.chunks_exact(16);
+    chunks.all(|c| c.iter().fold(0u8, |a, b| a | b) == 0) && chunks.remainder().iter().all(|b| *b == 0)
 }
 
 pub fn now() -> i64 {

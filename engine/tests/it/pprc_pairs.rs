@@ -336,3 +336,4 @@ fn restart_brings_pairs_up_suspended_then_resumes_them_with_what_was_written() {
     items_ok(t.ok(rm_b));
     assert!(views(&t, &b).is_empty());
 }
+

@@ -337,3 +337,48 @@ fn restart_brings_pairs_up_suspended_then_resumes_them_with_what_was_written() {
     assert!(views(&t, &b).is_empty());
 }
 
+
+#[test]
+fn consistgrp_holds_writes_after_a_link_failure_and_critmode_fails_them() {
+    let t = TestSite::new();
+    let a = t.image("IBM.2107-75FA120");
+    let b = t.image("IBM.2107-75FA150");
+    items_ok(t.ok(vol(&a, 0, BLOCKS, 0x1000)));
+    items_ok(t.ok(vol(&b, 1, BLOCKS, 0x1100)));
+    items_ok(t.ok(vol(&a, 0, BLOCKS, 0x1200)));
+    items_ok(t.ok(vol(&b, 1, BLOCKS, 0x1300)));
+    // 10 -> 11 with -consistgrp; 12 -> 13 without.
+    items_ok(t.ok(Request::PprcPathCreate {
+        image: a.clone(),
+        remote: b.clone(),
+        remote_wwnn: b.wwnn(),
+        src_lss: LssId(0x10),
+        tgt_lss: LssId(0x11),
+        consistgrp: true,
+        ports: vec![("I0000".into(), "I0001".into())],
+    }));
+    path(&t, &a, &b, 0x12, 0x13);
+    items_ok(t.ok(mkpprc(&a, &b, 0x1000, 0x1100, spec(PprcType::MetroMirror, true))));
+    let mut crit = spec(PprcType::MetroMirror, true);
+    crit.critmode = true;
+    items_ok(t.ok(mkpprc(&a, &b, 0x1200, 0x1300, crit)));
+    assert!(view(&t, &a).pprc_cg);
+    let link = t.site().path_link(&a, "I0000", &b, "I0001").unwrap();
+    link.set_props(LinkProps { outage: true, ..LinkProps::default() }).unwrap();
+    // -critmode: the write that cannot be mirrored fails; the pair suspends.
+    assert_eq!(write(&t, &a, 0x1200, 0, &[3; 4096]).unwrap_err().raw_os_error(), Some(libc::EIO));
+    // -consistgrp: the failing write and the ones after it wait (queue full) until unfreezepprc.
+    std::thread::scope(|s| {
+        let h = s.spawn(|| write(&t, &a, 0x1000, 0, &pattern(4, 4096)));
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(!h.is_finished(), "a -consistgrp primary let a write complete after its pair suspended");
+        let v = views(&t, &a).into_iter().find(|v| v.record.local == VolumeId(0x1000)).unwrap();
+        assert_eq!((v.record.phase, v.record.reason), (PprcPhase::Suspended, Some(SuspendReason::InternalSource)));
+        let un = Request::PprcUnfreeze { image: a.clone(), remote: b.clone(), lss: vec![(LssId(0x10), LssId(0x11))] };
+        items_ok(t.ok(un));
+        h.join().unwrap().unwrap();
+    });
+    write(&t, &a, 0x1000, TRACK, &pattern(5, 4096)).unwrap();
+    let v = views(&t, &a).into_iter().find(|v| v.record.local == VolumeId(0x1000)).unwrap();
+    assert_eq!(v.out_of_sync, 2, "both writes are recorded for the resume");
+}

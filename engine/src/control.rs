@@ -303,6 +303,20 @@ pub enum Request {
         remote: ImageId,
         lss: Vec<(LssId, LssId)>,
     },
+    /// The `*remoteflash` family: `request` (a FlashCopy request: `FlashCreate`, `FlashList`,
+    /// `FlashRemove`, `FlashResync`, `FlashReverse`, `FlashSetRevertible`, `FlashCommit`,
+    /// `FlashRevert`) addressed to the image that holds the PPRC secondaries (`-dev`), sent
+    /// in band from the conduit LSS `conduit` of `image` (the local image holding their
+    /// primaries) over its PPRC path and run there; the copy never crosses the link. Every
+    /// FlashCopy source named must be the secondary of a pair whose primary is in the conduit
+    /// LSS. `srcss`, when given, must be the source LSS's subsystem ID at the remote image.
+    /// Answers what the remote image answered (`Items`, or `Flash` for `FlashList`).
+    RemoteFlash {
+        image: ImageId,
+        conduit: LssId,
+        srcss: Option<u16>,
+        request: Box<Request>,
+    },
     /// `lslink` (extension): one [`LinkView`] per port pair of every PPRC path of `image`, in
     /// path and port order. Nothing is sent over the links (no ping, no redial): the state is
     /// what the link knows now. Answers `Links`.

@@ -150,6 +150,13 @@ pub enum ErrorKind {
     PprcTgtpprcRequired,
     /// The secondary volume is a FlashCopy target.
     PprcTargetInFlash,
+    /// Remote FlashCopy: the source is not the secondary of a pair whose primary is in the
+    /// conduit LSS.
+    ConduitNoPair,
+    /// Remote FlashCopy: the conduit's pair or path to the remote image is suspended or down.
+    ConduitSuspended,
+    /// Remote FlashCopy: `-srcss` is not the remote source LSS's subsystem ID.
+    ConduitSsidMismatch,
 }
 
 /// An engine error: a kind, the object it concerns (as the engine prints IDs) and a detail

@@ -391,6 +391,10 @@ impl Site {
             }
             return reply;
         }
+        // Remote FlashCopy crosses the link too: never under the site lock.
+        if let Request::RemoteFlash { image, conduit, srcss, request } = &req {
+            return self.hub.remote_flash(image, *conduit, *srcss, request);
+        }
         // `lslink`/`chlink`: the paths are read under the site lock, the links used without it.
         if let Request::LinkList { image } | Request::LinkSet { image, .. } = &req {
             let paths = self.images().get(image).map(|i| i.pprc_paths().to_vec());
@@ -535,6 +539,7 @@ impl Site {
             }
             Request::PprcPathList { .. } => unreachable!("served without the site lock"),
             pair if is_pair_request(&pair) => unreachable!("served by the hub"),
+            Request::RemoteFlash { .. } => unreachable!("served by the hub"),
             Request::VolGrpCreate { ref image, .. }
             | Request::VolGrpList { ref image }
             | Request::VolGrpChange { ref image, .. }

@@ -430,9 +430,14 @@ impl Hub {
 
     /// An in-band command arriving at port `local` from the port `from`.
     pub(super) fn inband(&self, local: LinkAddr, from: LinkAddr, cmd: InBand) -> Result<Vec<u8>> {
-        let (primary, source, target) = {
-            let (p, s, t) = cmd.pair();
-            (p.clone(), s, t)
+        if let InBand::Flash { primary, conduit, srcss, request } = &cmd {
+            if wwnn_of(primary) != from.wwnn {
+                return Err(Error::new(ErrorKind::LinkProtocol, from, format!("the sender is not {primary}")));
+            }
+            return self.inband_flash(local.wwnn, primary, *conduit, *srcss, request);
+        }
+        let Some((primary, source, target)) = cmd.pair().map(|(p, s, t)| (p.clone(), s, t)) else {
+            return Err(Error::new(ErrorKind::LinkProtocol, from, "an in-band command without a pair"));
         };
         if wwnn_of(&primary) != from.wwnn {
             return Err(Error::new(ErrorKind::LinkProtocol, from, format!("the sender is not {primary}")));
@@ -542,6 +547,7 @@ impl Hub {
                 }
                 Ok(Vec::new())
             }
+            InBand::Flash { .. } => unreachable!("served above"),
             InBand::Failback { kind, tgtread, size, primary_wwnn, .. } => {
                 let rec = mine.ok_or_else(|| not_found(source, target, "no end of this pair here"))?;
                 if img.volume(target).is_none_or(|v| v.size() != size) {

@@ -52,6 +52,10 @@ pub enum InBand {
         tgtread: bool,
         size: u64,
     },
+    /// A FlashCopy request (`control::Request` as JSON) for the receiver's image, from the
+    /// conduit LSS `conduit` of `primary` (`*remoteflash`, `conduit.rs`); the answer is the
+    /// `control::Reply` as JSON.
+    Flash { primary: ImageId, conduit: crate::id::LssId, srcss: Option<u16>, request: Vec<u8> },
 }
 
 impl InBand {
@@ -65,16 +69,17 @@ impl InBand {
             .map_err(|e| Error::new(ErrorKind::LinkProtocol, "in-band command", format!("not a PPRC command: {e}")))
     }
 
-    /// The pair it concerns and its primary image.
-    pub fn pair(&self) -> (&ImageId, VolumeId, VolumeId) {
-        match self {
+    /// The pair it concerns and its primary image (`Flash` names no pair: none).
+    pub fn pair(&self) -> Option<(&ImageId, VolumeId, VolumeId)> {
+        Some(match self {
+            InBand::Flash { .. } => return None,
             InBand::Establish { primary, source, target, .. }
             | InBand::Notice { primary, source, target, .. }
             | InBand::Resume { primary, source, target, .. }
             | InBand::Suspend { primary, source, target }
             | InBand::Remove { primary, source, target }
             | InBand::Failback { primary, source, target, .. } => (primary, *source, *target),
-        }
+        })
     }
 }
 

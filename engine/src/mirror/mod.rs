@@ -28,6 +28,7 @@
 //!   `Failed` (secondary unavailable).
 
 pub mod commands;
+pub mod conduit;
 pub mod hub;
 pub mod inband;
 pub mod pair;

@@ -10,4 +10,5 @@ mod hosts;
 mod links;
 mod pprc;
 mod pprc_pairs;
+mod remote_flash;
 mod site;

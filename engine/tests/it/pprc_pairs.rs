@@ -337,7 +337,6 @@ fn restart_brings_pairs_up_suspended_then_resumes_them_with_what_was_written() {
     assert!(views(&t, &b).is_empty());
 }
 
-
 #[test]
 fn consistgrp_holds_writes_after_a_link_failure_and_critmode_fails_them() {
     let t = TestSite::new();

@@ -18,6 +18,8 @@ mod hosts_e2e;
 mod killnine;
 #[path = "cli/nbd_e2e.rs"]
 mod nbd_e2e;
+#[path = "cli/pprc_e2e.rs"]
+mod pprc_e2e;
 #[path = "cli/pprc_tcp_e2e.rs"]
 mod pprc_tcp_e2e;
 #[path = "cli/site_proc.rs"]

@@ -4,7 +4,7 @@
 //! Success while the remote flashd answers, Failed once it stops, and Failed with a log line
 //! when the remote site's key differs.
 
-use crate::site_proc::{Daemon, all_ok, fb_request, flashd_bin};
+use crate::site_proc::{Daemon, all_ok, fb_request, flashd, flashd_bin, free_port, remote_site};
 use flashtrack::control::{PathState, Reply, Request, Response};
 use flashtrack::geometry::CapType;
 use flashtrack::id::{ImageId, LssId};
@@ -13,26 +13,6 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// `flashd ARGS --home HOME`; its stdout.
-fn flashd(home: &Path, args: &[&str]) -> String {
-    let out = Command::new(flashd_bin()).args(args).arg("--home").arg(home).output().expect("run flashd");
-    assert!(out.status.success(), "flashd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// A flashd listening for links on `addr`, with one image `id`.
-fn remote_site(home: &Path, addr: &str, id: &ImageId) -> Daemon {
-    let d = Daemon::start_with(home, &[OsStr::new("--link-listen"), OsStr::new(addr)], &[]);
-    d.ok(Request::ImageCreate { id: id.clone() });
-    d
-}
 
 fn states(d: &Daemon, img: &ImageId, remote: &ImageId) -> Vec<PathState> {
     let Reply::PprcPaths(paths) = d.ok(Request::PprcPathList { image: img.clone() }) else { panic!("paths") };

@@ -161,3 +161,23 @@ pub fn have(tool: &str, test: &str) -> bool {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// `flashd ARGS --home HOME` (a one-shot subcommand: `key`, `peer`, `image`); its stdout.
+pub fn flashd(home: &Path, args: &[&str]) -> String {
+    let out = Command::new(flashd_bin()).args(args).arg("--home").arg(home).output().expect("run flashd");
+    assert!(out.status.success(), "flashd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A flashd listening for links on `addr` (`--link-listen`), with one image `id`.
+pub fn remote_site(home: &Path, addr: &str, id: &ImageId) -> Daemon {
+    let d = Daemon::start_with(home, &[std::ffi::OsStr::new("--link-listen"), std::ffi::OsStr::new(addr)], &[]);
+    d.ok(Request::ImageCreate { id: id.clone() });
+    d
+}

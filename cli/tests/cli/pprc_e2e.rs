@@ -670,14 +670,10 @@ fn pprc_kill9_secondary_flashd_mid_copy() {
     assert_eq!(first_diff(&got, &model), None, "the volumes are not what was written");
 }
 
-/// Engine bug (found here): a pair that comes up Suspended (PowerSource) while its secondary's
-/// flashd is down does not resume by itself when that flashd comes back. The driver retries
-/// the in-band Resume every 0.5 s, but `Route::link` only finds links that exist and nothing
-/// dials a remote port pair again except `lspprcpath` (`PathLinks::redial`): the pair stays
-/// suspended until someone runs lspprcpath (then it resumes within about 0.5 s). Between two
-/// images of one flashd the links are in-process and always there, so the engine tests pass.
+/// A pair that comes up Suspended (PowerSource) while its secondary's flashd is down resumes
+/// by itself when that flashd comes back: the driver's resume dials the path's port pairs
+/// again (found by this test: it once waited for someone to run lspprcpath).
 #[test]
-#[ignore = "engine bug: auto-resume after a primary restart never redials a secondary flashd that was down"]
 fn pprc_auto_resume_redials_a_secondary_that_comes_back_later() {
     let mut s = Sites::two(SMALL, &[(0x1000, 0x1100)]);
     let p = (0x1000, 0x1100);

@@ -205,6 +205,8 @@ pub struct PathLinks {
     dial_errors: BTreeMap<(LinkAddr, LinkAddr), String>,
     /// The handler of each new endpoint (`hub::Hub` sets it).
     handlers: Option<HandlerFactory>,
+    /// The site home (where the peers file is), known from the first `reconcile`.
+    home: Option<PathBuf>,
     /// `chlink` settings per port pair, given to links made again (`linkprops.rs`).
     props: BTreeMap<(LinkAddr, LinkAddr), crate::link::LinkProps>,
 }
@@ -253,6 +255,7 @@ impl PathLinks {
     /// links and endpoints no path uses any more. Failures are logged: the path then shows
     /// a failed state. Links other flashd made to us are left alone.
     pub fn reconcile(&mut self, home: &Path, wanted: &Wanted) {
+        self.home = Some(home.to_path_buf());
         let mut used: BTreeSet<LinkAddr> = wanted.local.iter().flat_map(|(a, b)| [*a, *b]).collect();
         used.extend(wanted.remote.keys().map(|(a, _)| *a));
         if self.listener.is_some() {
@@ -348,6 +351,15 @@ impl PathLinks {
             Err(e) => tracing::warn!("PPRC paths: {e}"),
         }
         self.dial();
+    }
+
+    /// Dial the remote port pairs among `ports` that have no open link (a PPRC pair needs
+    /// its path: after a restart of either flashd, before `lspprcpath` was run).
+    pub fn redial_ports(&mut self, ports: &[(LinkAddr, LinkAddr)]) {
+        let Some(home) = self.home.clone() else { return };
+        if ports.iter().any(|p| self.remote.contains_key(p) && self.link(&p.0, &p.1).is_none()) {
+            self.redial(&home);
+        }
     }
 
     fn dial(&mut self) {

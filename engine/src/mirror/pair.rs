@@ -88,10 +88,21 @@ impl Route {
         found
     }
 
+    /// An open link, dialling the path's port pairs to another flashd first if none is up
+    /// (commands and the driver; never the host write path, which must not wait for a dial).
+    pub fn link_or_dial(&self) -> Option<Link> {
+        if let Some(l) = self.link() {
+            return Some(l);
+        }
+        let ports = lock(&self.ports).clone();
+        lock(&self.paths).redial_ports(&ports);
+        self.link()
+    }
+
     /// Send `msg` and wait for the answer: `Ok(data)`, or the error with whether it was the
     /// secondary's refusal (`true`) or the link's (`false`).
     pub fn request(&self, msg: &Message) -> std::result::Result<Vec<u8>, (Error, bool)> {
-        let link = self.link().ok_or_else(|| {
+        let link = self.link_or_dial().ok_or_else(|| {
             (Error::new(ErrorKind::LinkDown, "PPRC path", "no link of the path is up (check lspprcpath)"), false)
         })?;
         match link.submit(msg).and_then(|p| p.wait(MIRROR_TIMEOUT)) {
@@ -216,8 +227,9 @@ impl Primary {
         oos_name(self.source, &self.state().record.remote_wwnn, self.target)
     }
 
-    /// Store the out-of-sync set now (outside a journal checkpoint: only ever adds tracks,
-    /// so it is safe at any time).
+    /// Store the out-of-sync set now, outside a journal checkpoint. Safe at any time: the
+    /// tracks it leaves out reached the secondary, and the journal still holds every write
+    /// since its last checkpoint (recovery adds them back).
     pub fn store_now(&self) -> Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let name = self.name();
@@ -318,6 +330,7 @@ impl Primary {
                     }
                     if !st.record.first_pass {
                         st.record.first_pass = true;
+                        st.notice_due = true; // the secondary shows it; the set is stored
                         continue;
                     }
                 }
@@ -473,7 +486,14 @@ impl Primary {
         loop {
             match self.next_job(Duration::from_millis(500)) {
                 Job::Stop => return,
-                Job::Notice(phase, reason, kind, fp) => self.notice(phase, reason, kind, fp),
+                Job::Notice(phase, reason, kind, fp) => {
+                    // A phase change (Full Duplex, a first pass, a suspension): store the set
+                    // now, so a restart does not copy again what already crossed.
+                    if let Err(e) = self.store_now() {
+                        tracing::warn!("PPRC pair {}:{}: storing the out-of-sync set: {e}", self.source, self.target);
+                    }
+                    self.notice(phase, reason, kind, fp)
+                }
                 Job::Copy => self.copy_round(),
                 Job::AutoResume => {
                     let (kind, tgtread) = {

@@ -89,6 +89,12 @@ pub const PPRC_STATES: &[&str] = &[
     "volume-inaccessible",
 ];
 
+/// Remote FlashCopy (`*remoteflash`, dscli-spec.md §3.2): the required, fully qualified
+/// conduit LSS, `-srcss`, `-seqnum`; no `-wait` (the spec gives the remote verbs none).
+const CONDUIT: Flag = req("-conduit", Kind::Value("LSS_ID"));
+const SRCSS: Flag = f("-srcss", Kind::Value("SS_ID"));
+const SEQNUM: Flag = f("-seqnum", Kind::Value("flash_sequence_num"));
+
 /// PPRC pair verbs: `-type`, `-at`, subsystem IDs.
 const PPRC_TYPE: Kind = Kind::Enum(&["mmir", "gcp"]);
 const PPRC_AT: Kind = Kind::Enum(&["src", "tgt"]);
@@ -437,6 +443,134 @@ pub static VERBS: &[Verb] = &[
         flags: &[],
         ids: Ids::Required,
         ids_help: "source_LSS_ID ... | range | -",
+        reports: true,
+    },
+    // ---- Remote (in-band) FlashCopy through a conduit LSS (dscli-spec.md §3.2): the local
+    // verbs' flags less -wait, plus -conduit and -srcss; -dev names the image of the
+    // FlashCopy volumes (the PPRC secondaries).
+    Verb {
+        name: "mkremoteflash",
+        summary: "Establishes FlashCopy pairs at the image of the PPRC secondaries, sent through the conduit LSS holding their primaries (fully qualified). -record implies -persist.",
+        flags: &[
+            CONDUIT,
+            f("-tgtpprc", B),
+            f("-tgtoffline", B),
+            f("-tgtinhibit", B),
+            f("-freeze", B),
+            f("-record", B),
+            f("-persist", B),
+            f("-nocp", B),
+            f("-cp", B),
+            f("-tgtse", B),
+            SEQNUM,
+            SRCSS,
+        ],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "lsremoteflash",
+        summary: "Lists the FlashCopy relationships whose sources are secondaries of the conduit LSS's PPRC pairs, as lsflash.",
+        flags: &[
+            CONDUIT,
+            SL[0],
+            SL[1],
+            f("-activecp", B),
+            f("-record", B),
+            f("-persist", B),
+            f("-revertible", B),
+            f("-cp", B),
+            f("-state", Kind::Enum(FLASH_STATES)),
+            SEQNUM,
+            SRCSS,
+        ],
+        ids: Ids::Optional,
+        ids_help: "[source:target ... | Volume_ID ... | range | -]",
+        reports: true,
+    },
+    Verb {
+        name: "rmremoteflash",
+        summary: "Withdraws remote FlashCopy pairs through the conduit LSS. -cp copies the rest first; -tgtonly ends the target side.",
+        flags: &[CONDUIT, f("-quiet", B), f("-tgtonly", B), f("-cp", B), SEQNUM, SRCSS],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "resyncremoteflash",
+        summary: "Refreshes remote -record -persist pairs incrementally through the conduit LSS; the options given replace the pair's.",
+        flags: &[
+            CONDUIT,
+            f("-record", B),
+            f("-persist", B),
+            f("-nocp", B),
+            f("-cp", B),
+            f("-tgtinhibit", B),
+            f("-freeze", B),
+            f("-tgtpprc", B),
+            f("-tgtoffline", B),
+            f("-tgtse", B),
+            SEQNUM,
+            SRCSS,
+        ],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "reverseremoteflash",
+        summary: "Reverses remote pairs through the conduit LSS (name them as source:target today); -fast before the copy has ended.",
+        flags: &[
+            CONDUIT,
+            f("-fast", B),
+            f("-record", B),
+            f("-persist", B),
+            f("-nocp", B),
+            f("-cp", B),
+            f("-tgtinhibit", B),
+            f("-tgtpprc", B),
+            f("-tgtoffline", B),
+            f("-tgtse", B),
+            SEQNUM,
+            SRCSS,
+        ],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "setremoteflashrevertible",
+        summary: "Makes remote -record -persist pairs revertible through the conduit LSS.",
+        flags: &[
+            CONDUIT,
+            f("-tgtoffline", B),
+            f("-tgtinhibit", B),
+            f("-tgtpprc", B),
+            f("-nocp", B),
+            f("-record", B),
+            f("-persist", B),
+            SEQNUM,
+            SRCSS,
+        ],
+        ids: Ids::Required,
+        ids_help: PAIRS_HELP,
+        reports: true,
+    },
+    Verb {
+        name: "commitremoteflash",
+        summary: "Commits remote revertible pairs, named by source volume, through the conduit LSS.",
+        flags: &[CONDUIT, SEQNUM, SRCSS],
+        ids: Ids::Required,
+        ids_help: "source_volume_ID ... | range | -",
+        reports: true,
+    },
+    Verb {
+        name: "revertremoteflash",
+        summary: "Reverts remote revertible pairs, named by source volume, through the conduit LSS.",
+        flags: &[CONDUIT, SEQNUM, SRCSS],
+        ids: Ids::Required,
+        ids_help: "source_volume_ID ... | range | -",
         reports: true,
     },
     Verb {

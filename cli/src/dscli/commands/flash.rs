@@ -1,6 +1,8 @@
 //! Local FlashCopy actions: `mkflash`, `resyncflash`, `reverseflash`, `setflashrevertible`,
 //! `rmflash`, `commitflash`, `revertflash`, `unfreezeflash`, and `-wait` with its progress
-//! bar. `lsflash` is in [`super::flash_list`].
+//! bar. `lsflash` is in [`super::flash_list`]. The same code serves their remote forms
+//! (`mkremoteflash` ...): a [`Route`] says whether a request goes to the image's own
+//! FlashCopy or in band through a conduit LSS ([`super::remote_flash`]).
 //!
 //! Each pair succeeds or fails alone (flashd answers one outcome per pair; a `-freeze`
 //! group is all or nothing there); one line per pair in input order, the exit code of the
@@ -12,6 +14,7 @@
 //! withdrawn with `rmflash -cp`) or not `Valid` never get there and are not waited for. While waiting, a progress bar is drawn on stderr
 //! only when stderr is a terminal: scripts and automation see nothing there.
 
+use super::remote_flash::Conduit;
 use super::{bad_id, check_lss, confirmed, ids, image_of};
 use crate::dscli::ids::{self as idp, Scoped};
 use crate::dscli::messages::{self, Message, exit};
@@ -19,7 +22,7 @@ use crate::dscli::session::{Res, Session};
 use crate::dscli::verb::Invocation;
 use flashtrack::control::{FlashView, ItemOutcome, Reply, Request, Response, Withdraw};
 use flashtrack::flash::relationship::{FlashOptions, FlashState};
-use flashtrack::id::{ImageId, VolumeId};
+use flashtrack::id::{ImageId, LssId, VolumeId};
 use std::io::{IsTerminal, Write};
 
 /// One `FlashWait` slice: short enough for a lively progress bar.
@@ -49,6 +52,53 @@ pub fn seqnum(s: &mut Session, inv: &Invocation) -> Res<Option<u32>> {
             s.fail(messages::BAD_VALUE.line(inv.verb.name, &["-seqnum", v, "1 to 8 hex digits expected"]), exit::SYNTAX)
         }
     }
+}
+
+/// Where a FlashCopy request goes: the image's own FlashCopy (the local verbs), or in band
+/// through a conduit LSS of another image (the `*remoteflash` verbs).
+#[derive(Debug, Clone, Copy)]
+pub enum Route<'a> {
+    Local,
+    Conduit(&'a Conduit),
+}
+
+impl Route<'_> {
+    /// The request as sent.
+    pub(super) fn wrap(self, req: Request) -> Request {
+        match self {
+            Route::Local => req,
+            Route::Conduit(c) => c.wrap(req),
+        }
+    }
+
+    /// The route's own rules about the sources, checked before anything is sent.
+    fn check(self, s: &mut Session, inv: &Invocation, objects: &[(String, VolumeId)]) -> Res<()> {
+        match self {
+            Route::Local => Ok(()),
+            Route::Conduit(c) => c.check_sources(s, inv, objects),
+        }
+    }
+
+    /// The source LSSs a listing keeps (`lsremoteflash -srcss`); None: all.
+    pub(super) fn source_lss(self, s: &mut Session, inv: &Invocation, image: &ImageId) -> Res<Option<Vec<LssId>>> {
+        match self {
+            Route::Local => Ok(None),
+            Route::Conduit(c) => c.source_lss(s, inv, image),
+        }
+    }
+
+    /// Warnings about the sources, printed after the banner.
+    fn warn(self, s: &mut Session, inv: &Invocation, image: &ImageId, objects: &[(String, VolumeId)]) -> Res<()> {
+        match self {
+            Route::Local => Ok(()),
+            Route::Conduit(c) => c.warn(s, inv, image, objects),
+        }
+    }
+}
+
+/// Each pair's name and source, for the route's checks.
+fn sources_of(pairs: &[Pair]) -> Vec<(String, VolumeId)> {
+    pairs.iter().map(|p| (pair_name(p), p.0)).collect()
 }
 
 /// Refuses flags that contradict each other.
@@ -150,26 +200,37 @@ pub(super) fn succeeded(pairs: &[Pair], items: &[ItemOutcome]) -> Vec<Pair> {
 
 /// `mkflash`, `resyncflash`, `reverseflash`, `setflashrevertible`.
 pub fn establish(s: &mut Session, inv: &Invocation) -> Res {
+    establish_via(s, inv, Route::Local)
+}
+
+/// The establish verbs, local or remote (`mkremoteflash` ...; those have no `-wait`).
+pub(super) fn establish_via(s: &mut Session, inv: &Invocation, route: Route) -> Res {
     let verb = inv.verb.name;
     exclusive(s, inv, &[("-cp", "-nocp"), ("-wait", "-nocp")])?;
     let seq = seqnum(s, inv)?;
     let (image, pairs) = pair_ids(s, inv)?;
+    let sources = sources_of(&pairs);
+    route.check(s, inv, &sources)?;
     s.banner(inv, Some(&image))?;
+    route.warn(s, inv, &image, &sources)?;
     let opts = options(inv, seq);
     let (img, list) = (image.clone(), pairs.clone());
+    let reverse = matches!(verb, "reverseflash" | "reverseremoteflash");
     let req = match verb {
-        "mkflash" => Request::FlashCreate { image: img, pairs: list, options: opts },
-        "resyncflash" => Request::FlashResync { image: img, pairs: list, options: opts, seqnum: seq },
-        "reverseflash" => {
+        "mkflash" | "mkremoteflash" => Request::FlashCreate { image: img, pairs: list, options: opts },
+        "resyncflash" | "resyncremoteflash" => {
+            Request::FlashResync { image: img, pairs: list, options: opts, seqnum: seq }
+        }
+        _ if reverse => {
             Request::FlashReverse { image: img, pairs: list, options: opts, fast: inv.has("-fast"), seqnum: seq }
         }
         _ => Request::FlashSetRevertible { image: img, pairs: list, seqnum: seq },
     };
     let objects: Vec<String> = pairs.iter().map(pair_name).collect();
-    let items = send(s, verb, req, &objects, false)?;
+    let items = send(s, verb, route.wrap(req), &objects, false)?;
     if inv.has("-wait") {
         let mut done = succeeded(&pairs, &items);
-        if verb == "reverseflash" {
+        if reverse {
             // The relationship is now named the other way round.
             done = done.into_iter().map(|(a, b)| (b, a)).collect();
         }
@@ -180,14 +241,20 @@ pub fn establish(s: &mut Session, inv: &Invocation) -> Res {
 
 /// `rmflash`: per pair, ask (unless `-quiet`), withdraw, print.
 pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
+    remove_via(s, inv, Route::Local)
+}
+
+/// `rmflash` or `rmremoteflash` (which has no `-wait`).
+pub(super) fn remove_via(s: &mut Session, inv: &Invocation, route: Route) -> Res {
     let verb = inv.verb.name;
     let seq = seqnum(s, inv)?;
     let (image, pairs) = pair_ids(s, inv)?;
+    route.check(s, inv, &sources_of(&pairs))?;
     s.banner(inv, Some(&image))?;
     let cp = inv.has("-cp");
     let withdraw =
         Withdraw { tgtonly: inv.has("-tgtonly"), cp, resettgtinhibit: inv.has("-resettgtinhibit"), seqnum: seq };
-    let ok = if cp { messages::RMFLASH_CP } else { messages::success(verb) };
+    let ok = if cp { messages::withdraw_cp(verb) } else { messages::success(verb) };
     let mut last = exit::OK;
     for pair in pairs {
         let name = pair_name(&pair);
@@ -195,7 +262,7 @@ pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
             continue;
         }
         let req = Request::FlashRemove { image: image.clone(), pairs: vec![pair], withdraw };
-        let items = send(s, verb, req, &[name], false)?;
+        let items = send(s, verb, route.wrap(req), &[name], false)?;
         if inv.has("-wait") && cp {
             let done = succeeded(&[pair], &items);
             wait(s, verb, &image, done, true)?;
@@ -210,20 +277,27 @@ pub fn remove(s: &mut Session, inv: &Invocation) -> Res {
 
 /// `commitflash`, `revertflash`: source volume IDs.
 pub fn commit_revert(s: &mut Session, inv: &Invocation) -> Res {
+    commit_revert_via(s, inv, Route::Local)
+}
+
+/// `commitflash`, `revertflash` or their remote forms.
+pub(super) fn commit_revert_via(s: &mut Session, inv: &Invocation, route: Route) -> Res {
     let verb = inv.verb.name;
     let seq = seqnum(s, inv)?;
     let vols = ids(s, inv, idp::volumes(&inv.ids))?;
     let image = image_of(s, inv, &vols)?;
     let sources: Vec<VolumeId> = vols.into_iter().map(|v| v.id).collect();
     check_lss(s, inv, &image, sources.iter().map(|v| v.lss()))?;
-    s.banner(inv, Some(&image))?;
     let objects: Vec<String> = sources.iter().map(VolumeId::to_string).collect();
-    let req = if verb == "commitflash" {
+    let named: Vec<(String, VolumeId)> = objects.iter().cloned().zip(sources.iter().copied()).collect();
+    route.check(s, inv, &named)?;
+    s.banner(inv, Some(&image))?;
+    let req = if matches!(verb, "commitflash" | "commitremoteflash") {
         Request::FlashCommit { image, sources, seqnum: seq }
     } else {
         Request::FlashRevert { image, sources, seqnum: seq }
     };
-    let items = send(s, verb, req, &objects, true)?;
+    let items = send(s, verb, route.wrap(req), &objects, true)?;
     print(s, verb, &items, messages::success(verb))
 }
 

@@ -12,7 +12,7 @@
 //! * `-state` values: `valid`, `tgt-failed`, `validation-required` (and `invalid`,
 //!   `volume-inaccessible`, which select nothing), see `verb::FLASH_STATES`.
 
-use super::flash::{pair_name, seqnum};
+use super::flash::{Route, pair_name, seqnum};
 use super::{bad_id, image_of, print_report};
 use crate::dscli::ids::{self as idp, Scoped};
 use crate::dscli::report::Report;
@@ -156,6 +156,13 @@ impl Selection {
 }
 
 pub fn list(s: &mut Session, inv: &Invocation) -> Res {
+    list_via(s, inv, Route::Local)
+}
+
+/// `lsflash`, or `lsremoteflash` (the relationships of the image that holds the conduit's
+/// secondaries, whose sources are those secondaries; `-srcss` keeps the sources of the LSS
+/// with that subsystem ID).
+pub(super) fn list_via(s: &mut Session, inv: &Invocation, route: Route) -> Res {
     let verb = inv.verb.name;
     let seq = seqnum(s, inv)?;
     let (pairs, vols) = match idp::pairs_or_volumes(&inv.ids) {
@@ -183,11 +190,15 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Res {
     // A selection only filters: `0000-FFFF` (all volumes, as scripts write it) is fine on
     // any machine type, so no LSS range check here.
     s.banner(inv, Some(&image))?;
-    let all = match s.query(verb, Request::FlashList { image: image.clone() })? {
+    let all = match s.query(verb, route.wrap(Request::FlashList { image: image.clone() }))? {
         Reply::Flash(v) => v,
         other => return s.protocol(verb, &other),
     };
-    let mut views: Vec<&FlashView> = all.iter().filter(|v| sel.keeps(v)).collect();
+    let lss = route.source_lss(s, inv, &image)?;
+    let mut views: Vec<&FlashView> = all
+        .iter()
+        .filter(|v| sel.keeps(v) && lss.as_ref().is_none_or(|l| l.contains(&v.record.source.lss())))
+        .collect();
     views.sort_by_key(|v| (v.record.source, v.record.target));
     let full = s.effective(inv).fullid;
     let report = report(&image, &views, inv.has("-l"), full);

@@ -11,6 +11,7 @@ pub mod pool;
 pub mod pprc;
 pub mod pprc_list;
 pub mod pprc_pairs;
+pub mod remote_flash;
 pub mod system;
 pub mod volume;
 
@@ -43,6 +44,12 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Res {
         "commitflash" | "revertflash" => flash::commit_revert(s, inv),
         "unfreezeflash" => flash::unfreeze(s, inv),
         "lsflash" => flash_list::list(s, inv),
+        "mkremoteflash" | "resyncremoteflash" | "reverseremoteflash" | "setremoteflashrevertible" => {
+            remote_flash::establish(s, inv)
+        }
+        "rmremoteflash" => remote_flash::remove(s, inv),
+        "commitremoteflash" | "revertremoteflash" => remote_flash::commit_revert(s, inv),
+        "lsremoteflash" => remote_flash::list(s, inv),
         "mkvolgrp" => hosts::mkvolgrp(s, inv),
         "lsvolgrp" | "showvolgrp" => hosts::list_volgrps(s, inv),
         "chvolgrp" => hosts::chvolgrp(s, inv),

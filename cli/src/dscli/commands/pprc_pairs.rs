@@ -69,7 +69,7 @@ fn refuse_unsupported(s: &mut Session, inv: &Invocation) -> Res<()> {
 }
 
 /// `-srcss`/`-tgtss`: a subsystem ID, 1-4 hex digits, 0001-FFFF (dscli-spec.md §2.2).
-fn ssid(s: &mut Session, inv: &Invocation, flag: &str) -> Res<Option<u16>> {
+pub(super) fn ssid(s: &mut Session, inv: &Invocation, flag: &str) -> Res<Option<u16>> {
     let Some(v) = inv.flag(flag) else {
         return Ok(None);
     };

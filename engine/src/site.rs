@@ -557,17 +557,9 @@ impl Site {
                 reply
             }
             flash => {
-                let image = flash_image(&flash);
-                let changes_targets = matches!(
-                    flash,
-                    Request::FlashCreate { .. } | Request::FlashResync { .. } | Request::FlashReverse { .. }
-                );
-                let reply = img!(&image).flash_request(flash, now)?;
-                if changes_targets {
-                    // A target that is a PPRC primary: its new T0 tracks are out of sync.
-                    self.hub.flash_changed(&images, &image);
-                }
-                reply
+                // A target that is a PPRC primary learns its changed tracks under the
+                // FlashCopy's barrier (`flash::pprc::PairHook::changed`).
+                img!(&flash_image(&flash)).flash_request(flash, now)?
             }
         })
     }

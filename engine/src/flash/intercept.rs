@@ -124,6 +124,16 @@ impl ImageFlash {
         // The hooks may have changed while we waited for the locks (a pair came or went
         // under the barrier); what holds now is what this write obeys.
         let hooks = self.hooks(vol.handle());
+        if remote {
+            // Remote apply changes only a PPRC secondary (not one failed over meanwhile).
+            if !hooks.iter().any(|h| h.accepts_remote()) {
+                return Err(errno(libc::EPERM));
+            }
+        } else {
+            for h in &hooks {
+                h.host_access(true)?;
+            }
+        }
         if roles.as_source.iter().any(|r| r.state().record.revertible) {
             return Err(errno(libc::EPERM)); // the source of a revertible relationship
         }
@@ -202,6 +212,11 @@ impl ImageFlash {
         let sends: Vec<super::pprc::InFlight> =
             hooks.iter().filter_map(|h| h.clone().send(&r, offset, mirrored)).collect();
         let local = if cow_after { Ok(()) } else { self.data(vol, offset, change) };
+        if local.is_err() {
+            for h in &hooks {
+                h.local_failed(&r);
+            }
+        }
         let mut result = local;
         for s in sends {
             let sent = s();

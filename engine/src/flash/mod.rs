@@ -44,6 +44,8 @@ pub struct ImageFlash {
     generation: AtomicU64,
     /// PPRC pairs' hooks by volume handle (`pprc.rs`).
     hooks: RwLock<pprc::Hooks>,
+    /// Volumes whose journals checkpoints leave alone until their PPRC pairs are back.
+    held: Mutex<std::collections::HashSet<u64>>,
     /// What each journal recovered at this start, until the first checkpoint covers it.
     recovered: Mutex<std::collections::HashMap<u64, TrackBitmap>>,
     /// When a host last read or changed a volume of this image (milliseconds on
@@ -115,7 +117,7 @@ impl ImageFlash {
     /// flight on any of them while the target bitmaps become all ones, so T0 is one instant
     /// for the whole group (`-freeze` consistency groups). `persist` runs under the barrier
     /// before anything is installed; if it fails, nothing is.
-    pub fn install_group<E>(
+    pub fn install_group<E: From<crate::error::Error>>(
         &self,
         rels: Vec<Arc<Relationship>>,
         persist: impl FnOnce() -> Result<(), E>,
@@ -123,6 +125,12 @@ impl ImageFlash {
         let claims =
             rels.iter().flat_map(|r| [Claim::whole(r.source.handle()), Claim::whole(r.target.handle())]).collect();
         let _barrier = self.locks.lock(claims);
+        // A target that is a PPRC primary: all of it is new (T0), out of sync before the
+        // catalog names the relationship.
+        for r in &rels {
+            let all = TrackBitmap::full(r.target.geometry().tracks());
+            self.target_changed(&r.target, &all)?;
+        }
         persist()?;
         self.rels.write().unwrap_or_else(|p| p.into_inner()).extend(rels);
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -132,13 +140,21 @@ impl ImageFlash {
 
     /// Install one relationship (tests and the model).
     pub fn install(&self, rel: Arc<Relationship>) {
-        let _ = self.install_group(vec![rel], || Ok::<(), ()>(()));
+        let _ = self.install_group(vec![rel], || Ok::<(), crate::error::Error>(()));
     }
 
     /// Remove a relationship under the barrier; `persist` runs under it after the removal
     /// and, if it fails, the relationship is put back.
-    pub fn remove_with<E>(&self, rel: &Arc<Relationship>, persist: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+    pub fn remove_with<E: From<crate::error::Error>>(
+        &self,
+        rel: &Arc<Relationship>,
+        persist: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
         let _barrier = self.lock_pair(rel);
+        // Uncopied tracks of the target stop reading as the source's: a PPRC primary target
+        // is out of sync there.
+        let borrowed = rel.state().target_bits.clone();
+        self.target_changed(&rel.target, &borrowed)?;
         let mut rels = self.rels.write().unwrap_or_else(|p| p.into_inner());
         let Some(at) = rels.iter().position(|r| Arc::ptr_eq(r, rel)) else { return Ok(()) };
         let removed = rels.remove(at);
@@ -156,7 +172,7 @@ impl ImageFlash {
     pub fn remove(&self, source: u64, target: u64) -> Option<Arc<Relationship>> {
         let rel =
             self.relationships().into_iter().find(|r| r.source.handle() == source && r.target.handle() == target)?;
-        let _ = self.remove_with(&rel, || Ok::<(), ()>(()));
+        let _ = self.remove_with(&rel, || Ok::<(), crate::error::Error>(()));
         Some(rel)
     }
 
@@ -215,6 +231,8 @@ impl ImageFlash {
             rel.state().generation = g;
         }
         crate::bitmap::fail_point("resync-checkpointed")?;
+        // A target that is a PPRC primary: the increment's tracks change (out of sync first).
+        self.target_changed(&rel.target, &next)?;
         if let Err(e) = persist(&next) {
             if let Some(store) = self.store() {
                 let g = rel.state().generation + 1;
@@ -329,6 +347,8 @@ impl ImageFlash {
             let st = rel.state();
             resync_bits(&st.target_bits, &st.src_changes, &st.tgt_changes)
         };
+        // The old source becomes the target: a PPRC primary there is out of sync at these tracks.
+        self.target_changed(&rel.source, &bits)?;
         // The reversed pair's first checkpoint is durable before the catalog names it: a
         // crash right after must not find "no checkpoint" (= every track borrowed).
         if let Some(store) = self.store() {

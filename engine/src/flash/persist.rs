@@ -213,8 +213,15 @@ impl ImageFlash {
         let Some(store) = self.store() else { return Ok(()) };
         let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
         let rels = self.relationships();
-        let journals: Vec<Arc<VolumeJournal>> =
-            self.journals.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let journals: Vec<Arc<VolumeJournal>> = self
+            .journals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(v, _)| !held.contains(v))
+            .map(|(_, j)| j.clone())
+            .collect();
         let mut jt = Vec::new();
         for j in &journals {
             jt.push(j.begin_checkpoint()?);
@@ -248,8 +255,9 @@ impl ImageFlash {
         for (j, tok) in journals.iter().zip(jt) {
             j.end_checkpoint(tok)?;
         }
-        // Every checkpoint now covers what the journals recovered at start.
-        self.recovered.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        // Every checkpoint now covers what the journals recovered at start (but the held
+        // ones', whose pairs are not back yet).
+        self.recovered.lock().unwrap_or_else(|p| p.into_inner()).retain(|v, _| held.contains(v));
         Ok(())
     }
 

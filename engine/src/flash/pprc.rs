@@ -63,8 +63,21 @@ pub trait PairHook: Send + Sync + std::fmt::Debug {
     fn send(self: Arc<Self>, _tracks: &Range<u32>, _offset: u64, _m: Mirrored<'_>) -> Option<InFlight> {
         None
     }
+    /// The local write of a change whose mirrored send succeeded failed: the secondary may
+    /// now hold what the primary does not; the tracks are out of sync again.
+    fn local_failed(&self, _tracks: &Range<u32>) {}
     /// FLUSH at this volume.
     fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Whether remote apply may change this volume (it is a PPRC secondary).
+    fn accepts_remote(&self) -> bool {
+        false
+    }
+    /// A FlashCopy changed the volume's logical content at these tracks (it became a target,
+    /// was resynced or reversed onto): called under the volume's barrier, before the
+    /// relationship's catalog commit. A primary adds them to its out-of-sync set durably.
+    fn changed(&self, _tracks: &TrackBitmap) -> crate::error::Result<()> {
         Ok(())
     }
     /// Store the out-of-sync set durably (the caller is inside a checkpoint: journal epochs
@@ -91,12 +104,58 @@ impl ImageFlash {
         self.hooks.read().unwrap_or_else(|p| p.into_inner()).values().flatten().cloned().collect()
     }
 
+    /// Checkpoints leave these volumes' journals alone (their pairs are not restored yet,
+    /// and their recovered tracks must reach the pairs first); `install_hook` ends it.
+    pub fn hold_journals(&self, volumes: &[u64]) {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).extend(volumes.iter().copied());
+    }
+
     /// Install a pair's hook on `vol` under the volume's barrier: no write is in flight
     /// while it arrives, so every later write is recorded (and, if it mirrors, sent).
     pub fn install_hook(&self, vol: &Volume, hook: Arc<dyn PairHook>) {
         let _barrier = self.locks.lock(vec![Claim::whole(vol.handle())]);
         self.hooks.write().unwrap_or_else(|p| p.into_inner()).entry(vol.handle()).or_default().push(hook);
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&vol.handle());
         self.bump();
+    }
+
+    /// Replace hook `old` (if any) by `new` on `vol` under one barrier, running `between`
+    /// in it: no write of the volume runs unhooked or half-hooked (failover, failback).
+    pub fn swap_hook<T>(
+        &self,
+        vol: &Volume,
+        old: Option<&Arc<dyn PairHook>>,
+        new: Option<Arc<dyn PairHook>>,
+        between: impl FnOnce() -> T,
+    ) -> T {
+        let _barrier = self.locks.lock(vec![Claim::whole(vol.handle())]);
+        let mut h = self.hooks.write().unwrap_or_else(|p| p.into_inner());
+        let list = h.entry(vol.handle()).or_default();
+        if let Some(old) = old {
+            list.retain(|x| !std::ptr::addr_eq(Arc::as_ptr(x), Arc::as_ptr(old)));
+        }
+        if let Some(new) = new {
+            list.push(new);
+        }
+        if list.is_empty() {
+            h.remove(&vol.handle());
+        }
+        drop(h);
+        let out = between();
+        self.bump();
+        out
+    }
+
+    /// Tell the hooks of `vol` that a FlashCopy changed these tracks (the caller holds the
+    /// volume's barrier).
+    pub(super) fn target_changed(&self, vol: &Volume, tracks: &TrackBitmap) -> crate::error::Result<()> {
+        if tracks.is_empty() {
+            return Ok(());
+        }
+        for h in self.hooks(vol.handle()) {
+            h.changed(tracks)?;
+        }
+        Ok(())
     }
 
     /// Remove a hook (compared by address) under the volume's barrier.

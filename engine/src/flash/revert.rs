@@ -218,6 +218,9 @@ impl super::ImageFlash {
                 "the relationship is not revertible",
             ));
         }
+        // The target goes back to its pre-images: for a PPRC primary target, all of it may
+        // change (out of sync before the catalog says reverted).
+        self.target_changed(&rel.target, &TrackBitmap::full(rel.target.geometry().tracks()))?;
         persist()?;
         self.finish_revert(rel)
     }

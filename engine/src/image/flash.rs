@@ -606,8 +606,13 @@ impl Image {
             );
             rels.push(Arc::new(rel));
         }
-        let _ = self.flash.install_group(rels, || Ok::<(), ()>(()));
+        let _ = self.flash.install_group(rels, || Ok::<(), Error>(()));
         self.record.flash = self.flash.records();
+        // Volumes in PPRC pairs keep their journals' recovered tracks until their pairs are
+        // back (`mirror::hub::Hub::restore`): this checkpoint must not end their epochs.
+        let held: Vec<u64> =
+            self.record.pprc_pairs.iter().filter_map(|p| self.volumes.get(&p.local).map(|v| v.handle())).collect();
+        self.flash.hold_journals(&held);
         self.flash.checkpoint()
     }
 }

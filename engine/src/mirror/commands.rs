@@ -15,10 +15,11 @@
 
 use super::hub::{Hub, wwnn_of};
 use super::inband::InBand;
-use super::pair::{Primary, Route, now};
+use super::pair::{Primary, Route, now, oos_name};
 use crate::bitmap::TrackBitmap;
 use crate::control::{ItemOutcome, PprcSelect, PprcSide, PprcSpec, Reply, Request};
 use crate::error::{Error, ErrorKind, Result};
+use crate::flash::pprc::PairHook;
 use crate::id::{ImageId, LssId, VolumeId};
 use crate::image::Image;
 use crate::image::record::{PprcPairRecord, PprcPhase, PprcRole, PprcType, SuspendReason};
@@ -183,6 +184,11 @@ impl Hub {
             {
                 oos.union_with(&rel.state().target_bits);
             }
+            // Anything out of sync is copied first, whatever -mode said (a FlashCopy target).
+            let mut rec = rec.clone();
+            if !oos.is_empty() && rec.phase == PprcPhase::FullDuplex {
+                rec.phase = PprcPhase::CopyPending;
+            }
             let p = self.make_primary(img, rec.clone(), oos, 0)?;
             p.remove_files();
             p.store_now()?;
@@ -257,7 +263,14 @@ impl Hub {
             PprcRole::Primary => {
                 self.stop_primary(&flash, image, vol, true);
             }
-            PprcRole::Secondary => self.stop_secondary(&flash, image, vol),
+            PprcRole::Secondary => {
+                self.stop_secondary(&flash, image, vol);
+                // A set a failback handed over from here, if any, goes with the pair.
+                if let Some(store) = flash.store() {
+                    let name = oos_name(vol, &rec.remote_wwnn, rec.remote_volume);
+                    let _ = crate::bitmap::checkpoint::remove_all(&store.dir, &name);
+                }
+            }
         }
         let (s, t) = rec.ids();
         tracing::info!("{image}: PPRC pair {s}:{t} removed at this end");
@@ -308,6 +321,7 @@ impl Hub {
             };
             return Err(Error::new(ErrorKind::PprcStateInvalid, pair_name(s, t), detail));
         }
+        p.resolve()?; // nothing sent before the suspension may land after the copies
         let cmd =
             InBand::Resume { primary: image.clone(), source: s, target: t, kind: spec.kind, tgtread: spec.tgtread };
         p.route.request(&Message::Command(cmd.encode())).map_err(|(e, _)| e)?;
@@ -351,8 +365,11 @@ impl Hub {
             p.remove_files();
             return Err(e);
         }
-        self.stop_secondary(&img.flash().clone(), image, b);
-        self.start_primary(img, p);
+        // One barrier: the volume is never without a hook (a write unrecorded) in between.
+        let old = self.secondaries.write().unwrap_or_else(|e| e.into_inner()).remove(&(wwnn_of(image), b));
+        let old: Option<Arc<dyn PairHook>> = old.map(|e| e.sec as Arc<dyn PairHook>);
+        img.flash().swap_hook(&p.vol.clone(), old.as_ref(), Some(p.clone()), || ());
+        self.run_primary(image, p);
         tracing::info!("{image}: PPRC pair {name} failed over: {b} is a suspended primary");
         Ok(())
     }
@@ -371,6 +388,7 @@ impl Hub {
                 return Err(Error::new(ErrorKind::PprcPathNotFound, &name, format!("no path {}:{}", s.lss(), t.lss())));
             }
         }
+        p.resolve()?;
         let cmd = InBand::Failback {
             primary: image.clone(),
             primary_wwnn: image.wwnn(),
@@ -459,6 +477,12 @@ impl Hub {
                 r.kind = kind;
                 r.first_pass = first_pass;
                 r.suspended_at = (phase == PprcPhase::Suspended).then_some(now());
+            }
+            // In sync once: a set handed over by a failback here is no longer needed.
+            if (phase == PprcPhase::FullDuplex || first_pass)
+                && let Some(store) = e.flash.store()
+            {
+                let _ = crate::bitmap::checkpoint::remove_all(&store.dir, &oos_name(target, &r.remote_wwnn, source));
             }
             return Ok(Vec::new());
         }
@@ -553,10 +577,6 @@ impl Hub {
                 if img.volume(target).is_none_or(|v| v.size() != size) {
                     return Err(Error::new(ErrorKind::PprcIncompatible, &name, "the volumes differ in size"));
                 }
-                let theirs = match rec.role {
-                    PprcRole::Primary => self.primary(&image, target).map(|p| p.state().pending()).unwrap_or_default(),
-                    PprcRole::Secondary => TrackBitmap::new(),
-                };
                 let next = PprcPairRecord {
                     role: PprcRole::Secondary,
                     remote_wwnn: primary_wwnn.to_ascii_uppercase(),
@@ -568,23 +588,38 @@ impl Hub {
                     first_pass: false,
                     ..rec.clone()
                 };
+                let kept = oos_name(target, &rec.remote_wwnn, source);
                 img.put_pprc_pair(next.clone())?;
-                match rec.role {
-                    PprcRole::Primary => {
-                        self.stop_primary(&img.flash().clone(), &image, target, true);
+                let theirs = match (rec.role, self.primary(&image, target)) {
+                    (PprcRole::Primary, Some(p)) => {
+                        // One barrier: no write of the volume runs between the primary's last
+                        // set and the secondary's refusal of hosts (none is lost or unhooked).
+                        let vol = p.vol.clone();
+                        let sec = Hub::secondary_of(&next);
+                        let old: Arc<dyn PairHook> = p.clone();
+                        let theirs = img.flash().swap_hook(&vol, Some(&old), Some(sec.clone()), || p.hand_over())?;
+                        self.primaries.lock().unwrap_or_else(|e| e.into_inner()).remove(&(image.clone(), target));
+                        self.register_secondary(img, sec)?;
                         tracing::warn!(
                             "{image}: PPRC pair {name} failed back from {primary}: {target} is its secondary; \
                              {} tracks written here that never crossed go back with the answer",
                             theirs.len()
                         );
-                        self.start_secondary(img, next)?;
+                        theirs
                     }
-                    PprcRole::Secondary => {
+                    _ => {
                         if let Some(e) = self.secondary(&image, target) {
                             *e.sec.record() = next;
                         }
+                        // A failback asked again (its answer was lost): the set handed over then.
+                        match img.flash().store() {
+                            Some(store) => crate::bitmap::checkpoint::load(&store.dir, &kept)?
+                                .and_then(|cp| cp.bitmaps.into_iter().next())
+                                .unwrap_or_default(),
+                            None => TrackBitmap::new(),
+                        }
                     }
-                }
+                };
                 Ok(theirs.to_bytes())
             }
         }

@@ -21,7 +21,6 @@ use super::pair::Primary;
 use crate::control::{ItemOutcome, Reply, Request};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{ImageId, LssId, VolumeId};
-use crate::image::record::PprcRole;
 use crate::link::Message;
 use std::sync::Arc;
 
@@ -89,10 +88,20 @@ impl Hub {
             let p = pairs.first().ok_or_else(|| {
                 Error::new(ErrorKind::ConduitNoPair, &name, format!("no PPRC pair from this LSS to {remote}"))
             })?;
+            let p = pairs.iter().find(|p| p.route.link().is_some_and(|l| l.is_up())).unwrap_or(p);
+            if p.route.link().is_none_or(|l| !l.is_up()) {
+                return Err(self.path_problem(image, p));
+            }
             let reply = self.send_flash(p, image, conduit, srcss, req)?;
             let Reply::Flash(views) = reply else { return Ok(reply) };
+            // Relationships of the conduit's secondaries, either way round (a reverse).
             let ours: Vec<VolumeId> = pairs.iter().map(|p| p.target).collect();
-            return Ok(Reply::Flash(views.into_iter().filter(|v| ours.contains(&v.record.source)).collect()));
+            return Ok(Reply::Flash(
+                views
+                    .into_iter()
+                    .filter(|v| ours.contains(&v.record.source) || ours.contains(&v.record.target))
+                    .collect(),
+            ));
         };
         // Per pair: the conduit's primary of its source, or the refusal.
         let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; sources.len()];
@@ -182,9 +191,9 @@ impl Hub {
         // whose primary volume is in the conduit LSS; and -srcss.
         let refusal = |i: usize, src: VolumeId, img: &crate::image::Image| -> Option<Error> {
             let object = item_name(&req, i);
-            let ok = img.pprc_pair(src).is_some_and(|p| {
-                p.role == PprcRole::Secondary && p.remote == *primary && p.remote_volume.lss() == conduit
-            });
+            // A secondary of the conduit's primary, or one failed over from it (a reverse
+            // onto a secondary needs the failover first: flashcopy-semantics.md §2).
+            let ok = img.pprc_pair(src).is_some_and(|p| p.remote == *primary && p.remote_volume.lss() == conduit);
             if !ok {
                 return Some(Error::new(
                     ErrorKind::ConduitNoPair,
@@ -202,8 +211,6 @@ impl Hub {
             }
         };
         let now = super::pair::now();
-        let changes_targets =
-            matches!(req, Request::FlashCreate { .. } | Request::FlashResync { .. } | Request::FlashReverse { .. });
         let reply = match &sources {
             None => img.flash_request(req.clone(), now)?,
             Some(sources) => {
@@ -226,9 +233,6 @@ impl Hub {
                 Reply::Items(outcomes.into_iter().flatten().collect())
             }
         };
-        if changes_targets {
-            self.flash_changed(&images, &image);
-        }
         tracing::info!("{image}: remote FlashCopy request from {primary}/{conduit} served");
         serde_json::to_vec(&reply).map_err(|e| Error::new(ErrorKind::Io, &image, e.to_string()))
     }

@@ -123,7 +123,12 @@ impl Hub {
     /// Start a primary: register it, put its hook on the volume, run its driver.
     pub(super) fn start_primary(&self, img: &Image, p: Arc<Primary>) {
         img.flash().install_hook(&p.vol, p.clone() as Arc<dyn PairHook>);
-        lock(&self.primaries).insert((img.id().clone(), p.source), p.clone());
+        self.run_primary(img.id(), p);
+    }
+
+    /// Register a primary whose hook is on its volume already, and run its driver.
+    pub(super) fn run_primary(&self, image: &ImageId, p: Arc<Primary>) {
+        lock(&self.primaries).insert((image.clone(), p.source), p.clone());
         let name = format!("pprc-{}", p.source);
         let run = p.clone();
         if let Err(e) = std::thread::Builder::new().name(name).spawn(move || run.drive()) {
@@ -149,11 +154,22 @@ impl Hub {
     }
 
     pub(super) fn start_secondary(&self, img: &Image, rec: PprcPairRecord) -> Result<()> {
+        let sec = Hub::secondary_of(&rec);
         let vol = img.volume(rec.local).cloned().ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, rec.local, ""))?;
-        let sec = Arc::new(Secondary { primary_wwnn: wwnn_of(&rec.remote), st: Mutex::new(rec.clone()) });
         img.flash().install_hook(&vol, sec.clone() as Arc<dyn PairHook>);
+        self.register_secondary(img, sec)
+    }
+
+    pub(super) fn secondary_of(rec: &PprcPairRecord) -> Arc<Secondary> {
+        Arc::new(Secondary { primary_wwnn: wwnn_of(&rec.remote), st: Mutex::new(rec.clone()) })
+    }
+
+    /// Make a secondary whose hook is on its volume already findable by remote apply.
+    pub(super) fn register_secondary(&self, img: &Image, sec: Arc<Secondary>) -> Result<()> {
+        let local = sec.record().local;
+        let vol = img.volume(local).cloned().ok_or_else(|| Error::new(ErrorKind::VolumeNotFound, local, ""))?;
         let entry = SecEntry { sec, vol, flash: img.flash().clone() };
-        self.secondaries.write().unwrap_or_else(|p| p.into_inner()).insert((wwnn_of(img.id()), rec.local), entry);
+        self.secondaries.write().unwrap_or_else(|p| p.into_inner()).insert((wwnn_of(img.id()), local), entry);
         Ok(())
     }
 
@@ -289,25 +305,6 @@ impl Hub {
             });
         }
         Ok(out)
-    }
-
-    /// A FlashCopy changed the logical content of its targets (establish, resync, reverse):
-    /// a target that is a PPRC primary has its uncopied tracks join the pair's set.
-    pub fn flash_changed(&self, images: &BTreeMap<ImageId, Image>, image: &ImageId) {
-        let Some(img) = images.get(image) else { return };
-        let prims: Vec<Arc<Primary>> =
-            lock(&self.primaries).iter().filter(|((i, _), _)| i == image).map(|(_, p)| p.clone()).collect();
-        for p in prims {
-            if let Some(rel) = img.flash().roles(p.vol.handle()).as_target {
-                let bits = rel.state().target_bits.clone();
-                if !bits.is_empty() {
-                    p.mark(&bits);
-                    if let Err(e) = p.store_now() {
-                        tracing::error!("PPRC {}:{}: storing the out-of-sync set: {e}", p.source, p.target);
-                    }
-                }
-            }
-        }
     }
 
     /// Stop every driver (site shutdown).

@@ -35,7 +35,7 @@ use crate::flash::pprc::{InFlight, Mirrored, PairHook};
 use crate::geometry::{TRACK_BYTES, TrackNo};
 use crate::id::{ImageId, LssId, VolumeId};
 use crate::image::record::{PprcPairRecord, PprcPhase, PprcType, SuspendReason};
-use crate::link::{Link, LinkAddr, Message, Reply};
+use crate::link::{Link, LinkAddr, Message, Reply, RequestId};
 use crate::volume::Volume;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -165,7 +165,15 @@ pub struct Primary {
     stopped: AtomicBool,
     /// Bytes of tracks the copier sent (tests and benchmarks count them).
     pub copied_bytes: AtomicU64,
+    /// One store of the set at a time (the driver's and a checkpoint's).
+    store_lock: Mutex<()>,
+    /// Requests whose outcome is unknown (no answer in time): they may still be applied at
+    /// the secondary, after newer data. [`Primary::resolve`] settles them before a resume.
+    unresolved: Mutex<Vec<(RequestId, Message)>>,
 }
+
+/// How long [`Primary::resolve`] waits for each unresolved request.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Checkpoint name of a pair's out-of-sync set.
 pub fn oos_name(source: VolumeId, remote_wwnn: &str, target: VolumeId) -> String {
@@ -212,6 +220,8 @@ impl Primary {
             dir,
             stopped: AtomicBool::new(false),
             copied_bytes: AtomicU64::new(0),
+            store_lock: Mutex::new(()),
+            unresolved: Mutex::new(Vec::new()),
         }
     }
 
@@ -232,6 +242,10 @@ impl Primary {
     /// since its last checkpoint (recovery adds them back).
     pub fn store_now(&self) -> Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
+        let _one = lock(&self.store_lock);
+        if self.stopped() {
+            return Ok(()); // its files are gone or going
+        }
         let name = self.name();
         let (g, bits) = {
             let mut st = self.state();
@@ -241,8 +255,57 @@ impl Primary {
         checkpoint::store(dir, &name, g, &[bits])
     }
 
+    /// Failback at the old primary: stop, and store the set one last time (its file stays,
+    /// so a failback whose answer was lost is answered again from it); returns the set.
+    /// Called with the volume's barrier held, its hooks being swapped.
+    pub fn hand_over(&self) -> Result<TrackBitmap> {
+        let set = self.state().pending();
+        self.store_now()?;
+        self.stop();
+        Ok(set)
+    }
+
+    /// Remember a request whose answer did not come (`LinkOutcomeUnknown`).
+    fn unknown(&self, id: RequestId, msg: Message) {
+        lock(&self.unresolved).push((id, msg));
+    }
+
+    /// Before a resume: ask again, under the same request IDs, for every request whose
+    /// outcome was unknown. The secondary applies each at most once and answers when it is
+    /// done, so once this returns none of them can land after the copies that follow. One
+    /// still not answered fails the resume (`PprcStateInvalid`); the pair stays suspended.
+    pub fn resolve(&self) -> Result<()> {
+        let todo = std::mem::take(&mut *lock(&self.unresolved));
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let Some(link) = self.route.link_or_dial() else {
+            *lock(&self.unresolved) = todo;
+            return Err(Error::new(ErrorKind::LinkDown, "PPRC path", "no link of the path is up"));
+        };
+        for (i, (id, msg)) in todo.iter().enumerate() {
+            match link.submit_as(*id, msg).and_then(|p| p.wait(RESOLVE_TIMEOUT)) {
+                Ok(_) => {}
+                Err(e) => {
+                    lock(&self.unresolved).extend(todo[i..].iter().cloned());
+                    return Err(Error::new(
+                        ErrorKind::PprcStateInvalid,
+                        format!("{}:{}", self.source, self.target),
+                        format!(
+                            "a mirrored write sent before the suspension is still not applied at the \
+                             secondary ({e}); try again when it is (the pair stays suspended)"
+                        ),
+                    ));
+                }
+            }
+        }
+        tracing::info!("PPRC pair {}:{}: {} requests of unknown outcome settled", self.source, self.target, todo.len());
+        Ok(())
+    }
+
     /// Remove the pair's files (the pair ended at this end).
     pub fn remove_files(&self) {
+        let _one = lock(&self.store_lock);
         if let Some(dir) = &self.dir {
             let _ = checkpoint::remove_all(dir, &self.name());
         }
@@ -359,6 +422,8 @@ impl Primary {
         while out.len() < n {
             let next = st.oos.next_run(from, 1).map(|r| r.start);
             match next {
+                // A track whose earlier copy is still in flight waits for it (its bit stays).
+                Some(t) if st.copying.contains_key(&t) => from = t + 1,
                 Some(t) => {
                     st.oos.remove(TrackNo(t));
                     st.copying.insert(t, false);
@@ -395,7 +460,7 @@ impl Primary {
             return;
         };
         let g = self.vol.geometry();
-        let mut window: std::collections::VecDeque<(u32, usize, crate::link::Pending)> = Default::default();
+        let mut window: std::collections::VecDeque<(u32, usize, crate::link::Pending, Message)> = Default::default();
         let mut failed: Option<(Error, bool)> = None;
         loop {
             if failed.is_none() && !self.stopped() && window.len() < COPY_WINDOW {
@@ -425,7 +490,7 @@ impl Primary {
                         Message::Track { volume: self.target, track: *t, data: buf }
                     };
                     match link.submit(&msg) {
-                        Ok(p) => window.push_back((*t, len, p)),
+                        Ok(p) => window.push_back((*t, len, p, msg)),
                         Err(e) => {
                             self.landed(*t, false);
                             failed = Some((e, false));
@@ -436,7 +501,8 @@ impl Primary {
                     break;
                 }
             }
-            let Some((t, len, p)) = window.pop_front() else { break };
+            let Some((t, len, p, msg)) = window.pop_front() else { break };
+            let id = p.id();
             match p.wait(MIRROR_TIMEOUT) {
                 Ok(Reply::Failed(e)) => {
                     self.landed(t, false);
@@ -447,6 +513,9 @@ impl Primary {
                     self.copied_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
+                    if e.kind == ErrorKind::LinkOutcomeUnknown {
+                        self.unknown(id, msg);
+                    }
                     self.landed(t, false);
                     failed.get_or_insert((e, false));
                 }
@@ -507,7 +576,8 @@ impl Primary {
                         kind,
                         tgtread,
                     };
-                    match self.route.request(&Message::Command(cmd.encode())) {
+                    let answered = self.resolve().map_err(|e| (e, false));
+                    match answered.and_then(|()| self.route.request(&Message::Command(cmd.encode()))) {
                         Ok(_) => {
                             tracing::info!("PPRC pair {}:{}: secondary answers; resuming", self.source, self.target);
                             self.state().auto_resume = false;
@@ -602,7 +672,13 @@ impl PairHook for Primary {
         let pending = pending.and_then(|l| l.submit(&msg));
         let me = self;
         Some(Box::new(move || {
+            let id = pending.as_ref().map(|p| p.id()).ok();
             let answer = pending.and_then(|p| p.wait(MIRROR_TIMEOUT));
+            if let (Err(e), Some(id)) = (&answer, id)
+                && e.kind == ErrorKind::LinkOutcomeUnknown
+            {
+                me.unknown(id, msg);
+            }
             let failure = match answer {
                 Ok(Reply::Failed(e)) => Some((e, SuspendReason::UpdateTarget)),
                 Ok(_) => None,
@@ -623,6 +699,17 @@ impl PairHook for Primary {
                 }
             }
         }))
+    }
+
+    fn local_failed(&self, tracks: &Range<u32>) {
+        let mut bits = TrackBitmap::new();
+        bits.insert_range(tracks.clone());
+        self.mark(&bits); // copied again from here (Copy Pending until then)
+    }
+
+    fn changed(&self, tracks: &TrackBitmap) -> Result<()> {
+        self.mark(tracks);
+        self.store_now()
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -660,6 +747,10 @@ impl Secondary {
 }
 
 impl PairHook for Secondary {
+    fn accepts_remote(&self) -> bool {
+        true
+    }
+
     fn host_access(&self, write: bool) -> io::Result<()> {
         if write || !self.record().tgtread { Err(io::Error::from_raw_os_error(libc::EPERM)) } else { Ok(()) }
     }

@@ -10,5 +10,6 @@ mod hosts;
 mod links;
 mod pprc;
 mod pprc_pairs;
+mod pprc_review;
 mod remote_flash;
 mod site;

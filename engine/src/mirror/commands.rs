@@ -307,6 +307,7 @@ impl Hub {
             SuspendReason::HostSource
         };
         p.set_phase(PprcPhase::Suspended, Some(reason), now());
+        p.notify_now();
         self.persist(image, &p)
     }
 
@@ -437,6 +438,7 @@ impl Hub {
         self.gate(image).freeze(src, super::hub::lss_timeout(stgtype));
         for p in &prims {
             p.set_phase(PprcPhase::Suspended, Some(SuspendReason::Freeze), now());
+            p.notify_now(); // before the path goes
             self.persist(image, p)?;
         }
         let mut images = self.images();

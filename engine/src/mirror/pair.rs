@@ -533,6 +533,17 @@ impl Primary {
         self.kick();
     }
 
+    /// Tell the secondary the pair's phase now, on the caller's thread (commands: so the
+    /// secondary shows it when the command returns, while the path is still there).
+    pub fn notify_now(&self) {
+        let (phase, reason, kind, fp) = {
+            let mut st = self.state();
+            st.notice_due = false;
+            (st.record.phase, st.record.reason, st.record.kind, st.record.first_pass)
+        };
+        self.notice(phase, reason, kind, fp);
+    }
+
     /// Tell the secondary the pair's phase (best effort).
     fn notice(&self, phase: PprcPhase, reason: Option<SuspendReason>, kind: PprcType, first_pass: bool) {
         let cmd = InBand::Notice {

@@ -9,6 +9,8 @@
 #   --rounds N  interleaved rounds (default 5; at least 5 for a result)
 #   --no-build  use the binaries already in target/release
 #   --keep      keep the scratch directory (for debugging)
+#   --pprc      then run the PPRC benchmark too (scripts/bench/pprc.sh with the same --quick
+#               and --rounds, after this one's sites are stopped; its own results directory)
 #
 # Environment:
 #   DSCLI=PATH        the dscli used for the end-to-end timings (default target/release/dscli).
@@ -44,12 +46,14 @@ QUICK=0
 ROUNDS=5
 BUILD=1
 KEEP=0
+PPRC=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --rounds) ROUNDS=$2; shift ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
+        --pprc) PPRC=1 ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
@@ -418,3 +422,12 @@ EOF
 python3 "$ROOT/scripts/bench/report.py" "$RAW" "$META" "$OUT.json" "$OUT.md"
 cat "$OUT.md"
 log "results: ${OUT#$ROOT/}.json and .md (wall $(python3 -c "print(round($T_END-$T_START))") s)"
+
+if [ "$PPRC" = 1 ]; then
+    cleanup
+    trap - EXIT
+    pprc_args=(--no-build --rounds "$ROUNDS")
+    [ "$QUICK" = 1 ] && pprc_args+=(--quick)
+    [ "$KEEP" = 1 ] && pprc_args+=(--keep)
+    exec "$ROOT/scripts/bench/pprc.sh" "${pprc_args[@]}"
+fi

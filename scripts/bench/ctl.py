@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Timed protocol steps for scripts/bench.sh (standard library only).
 
-flashtrack side: JSON lines over the site's control.sock (flashtrack::control, protocol v2).
+flashtrack side: JSON lines over the site's control.sock (flashtrack::control, protocol v3).
 QEMU side: QMP over qemu-storage-daemon's monitor socket.
 
 Every timed subcommand prints one JSON object on stdout: {"secs": ..., ...}. The clock is
@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-PROTOCOL = 2
+PROTOCOL = 3
 WAIT_MS = 600_000
 
 

@@ -22,5 +22,7 @@ mod nbd_e2e;
 mod pprc_e2e;
 #[path = "cli/pprc_tcp_e2e.rs"]
 mod pprc_tcp_e2e;
+#[path = "cli/remote_flash_e2e.rs"]
+mod remote_flash_e2e;
 #[path = "cli/site_proc.rs"]
 mod site_proc;

@@ -247,20 +247,20 @@ fn ids(pairs: &[(u16, u16)]) -> Vec<(VolumeId, VolumeId)> {
     pairs.iter().map(|&(s, t)| (VolumeId(s), VolumeId(t))).collect()
 }
 
-fn view_at(d: &Daemon, img: &ImageId, pair: (VolumeId, VolumeId)) -> PprcView {
+pub(crate) fn view_at(d: &Daemon, img: &ImageId, pair: (VolumeId, VolumeId)) -> PprcView {
     let Reply::Pprc(v) = d.ok(Request::PprcList { image: img.clone() }) else { panic!("PprcList") };
     v.into_iter().find(|v| v.record.ids() == pair).unwrap_or_else(|| panic!("no pair {}:{} at {img}", pair.0, pair.1))
 }
 
-fn export(img: &ImageId, vol: u16) -> String {
+pub(crate) fn export(img: &ImageId, vol: u16) -> String {
     format!("{img}/{}", VolumeId(vol))
 }
 
-fn uri(d: &Daemon, img: &ImageId, vol: u16) -> String {
+pub(crate) fn uri(d: &Daemon, img: &ImageId, vol: u16) -> String {
     format!("nbd+unix:///{}?socket={}", export(img, vol), d.nbd_sock().display())
 }
 
-fn read_all(d: &Daemon, img: &ImageId, vol: u16, size: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_all(d: &Daemon, img: &ImageId, vol: u16, size: u64) -> std::io::Result<Vec<u8>> {
     let mut c = Client::connect(&Endpoint::Unix(d.nbd_sock()), &export(img, vol))?;
     let mut out = vec![0u8; size as usize];
     for (i, chunk) in out.chunks_mut(4 << 20).enumerate() {
@@ -281,7 +281,7 @@ fn nbd_write(d: &Daemon, img: &ImageId, vol: u16, writes: &[(u64, Vec<u8>)]) {
 }
 
 /// First differing byte; the comparison is a memcmp, the search runs only on failure.
-fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
+pub(crate) fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
     if a == b {
         return None;
     }
@@ -300,7 +300,7 @@ fn qemu_io(uri: &str, cmds: &[String]) -> (bool, String) {
     (out.status.success() && !text.contains("failed"), text)
 }
 
-fn qemu_io_ok(uri: &str, cmds: &[String]) {
+pub(crate) fn qemu_io_ok(uri: &str, cmds: &[String]) {
     let (ok, text) = qemu_io(uri, cmds);
     assert!(ok, "qemu-io {uri} {cmds:?}: {text}");
 }
@@ -312,20 +312,20 @@ fn qemu_io_eperm(uri: &str, cmd: &str) {
 }
 
 /// `qemu-img compare` exit code: 0 same, 1 different.
-fn qemu_img_compare(a: &str, b: &str) -> Option<i32> {
+pub(crate) fn qemu_img_compare(a: &str, b: &str) -> Option<i32> {
     let out = Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "raw", a, b]).output().unwrap();
     out.status.code()
 }
 
 /// A tiny deterministic generator, so a failure names its seed.
-struct Lcg(u64);
+pub(crate) struct Lcg(pub(crate) u64);
 
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }

@@ -1,6 +1,7 @@
-//! Remote Mirror and Copy (PPRC) at run time: the links PPRC paths stand on. Slices of
-//! issue 5 so far: paths between images of this site over in-process links, and paths to an
-//! image served by another flashd over loopback TCP; no PPRC pairs, no mirroring yet.
+//! Remote Mirror and Copy (PPRC) at run time. This file: the links PPRC paths stand on,
+//! between images of this site over in-process links and to an image served by another
+//! flashd over loopback TCP. Pairs: `hub.rs`, `pair.rs`, `commands.rs`, `inband.rs`; remote
+//! FlashCopy: `conduit.rs`; link settings: `linkprops.rs`.
 //!
 //! [`PathLinks`] owns one [`LinkEndpoint`] per image I/O port that a path uses (at either
 //! end) and connects each path's port pair in-process ([`LinkEndpoint::connect_local`]). It is

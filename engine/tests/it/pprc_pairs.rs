@@ -12,11 +12,11 @@ use flashtrack::image::record::{PprcPhase, PprcRole, PprcType, Sam, SuspendReaso
 use flashtrack::link::LinkProps;
 use std::time::{Duration, Instant};
 
-const TRACK: u64 = 65_536;
+pub(crate) const TRACK: u64 = 65_536;
 /// 32 MiB volumes: 512 tracks.
-const BLOCKS: u64 = 65_536;
+pub(crate) const BLOCKS: u64 = 65_536;
 
-fn vol(image: &ImageId, pool: u16, blocks: u64, v: u16) -> Request {
+pub(crate) fn vol(image: &ImageId, pool: u16, blocks: u64, v: u16) -> Request {
     let spec = VolumeSpec {
         pool: PoolId(pool),
         capacity: Capacity::Fb { cap: blocks, captype: CapType::Blocks },
@@ -26,7 +26,7 @@ fn vol(image: &ImageId, pool: u16, blocks: u64, v: u16) -> Request {
 }
 
 /// Images A (volume 1000, LSS 10) and B (volume 1100, LSS 11) with a path 10 -> 11.
-fn setup() -> (TestSite, ImageId, ImageId) {
+pub(crate) fn setup() -> (TestSite, ImageId, ImageId) {
     let t = TestSite::new();
     let a = t.image("IBM.2107-75FA120");
     let b = t.image("IBM.2107-75FA150");
@@ -36,7 +36,7 @@ fn setup() -> (TestSite, ImageId, ImageId) {
     (t, a, b)
 }
 
-fn path(t: &TestSite, a: &ImageId, b: &ImageId, src: u8, tgt: u8) {
+pub(crate) fn path(t: &TestSite, a: &ImageId, b: &ImageId, src: u8, tgt: u8) {
     items_ok(t.ok(Request::PprcPathCreate {
         image: a.clone(),
         remote: b.clone(),
@@ -48,25 +48,25 @@ fn path(t: &TestSite, a: &ImageId, b: &ImageId, src: u8, tgt: u8) {
     }));
 }
 
-fn spec(kind: PprcType, nocopy: bool) -> PprcSpec {
+pub(crate) fn spec(kind: PprcType, nocopy: bool) -> PprcSpec {
     PprcSpec { kind, nocopy, tgtread: false, critmode: false }
 }
 
-fn mkpprc(a: &ImageId, b: &ImageId, s: u16, t: u16, spec: PprcSpec) -> Request {
+pub(crate) fn mkpprc(a: &ImageId, b: &ImageId, s: u16, t: u16, spec: PprcSpec) -> Request {
     Request::PprcCreate { image: a.clone(), remote: b.clone(), pairs: vec![(VolumeId(s), VolumeId(t))], spec }
 }
 
-fn views(t: &TestSite, img: &ImageId) -> Vec<PprcView> {
+pub(crate) fn views(t: &TestSite, img: &ImageId) -> Vec<PprcView> {
     let Reply::Pprc(v) = t.ok(Request::PprcList { image: img.clone() }) else { panic!() };
     v
 }
 
-fn view(t: &TestSite, img: &ImageId) -> PprcView {
+pub(crate) fn view(t: &TestSite, img: &ImageId) -> PprcView {
     views(t, img).into_iter().next().expect("a pair")
 }
 
 /// Wait until `f` holds for the first pair of `img`.
-fn until(t: &TestSite, img: &ImageId, what: &str, f: impl Fn(&PprcView) -> bool) -> PprcView {
+pub(crate) fn until(t: &TestSite, img: &ImageId, what: &str, f: impl Fn(&PprcView) -> bool) -> PprcView {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v = view(t, img);
@@ -78,12 +78,12 @@ fn until(t: &TestSite, img: &ImageId, what: &str, f: impl Fn(&PprcView) -> bool)
     }
 }
 
-fn key(img: &ImageId, v: u16) -> VolumeKey {
+pub(crate) fn key(img: &ImageId, v: u16) -> VolumeKey {
     VolumeKey { image: img.clone(), volume: VolumeId(v) }
 }
 
 /// Host write through the intercept.
-fn write(t: &TestSite, img: &ImageId, v: u16, off: u64, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write(t: &TestSite, img: &ImageId, v: u16, off: u64, data: &[u8]) -> std::io::Result<()> {
     let vol = t.site().volume(&key(img, v)).unwrap();
     t.site().flash_of(img).unwrap().write(&vol, off, data, false)
 }
@@ -102,7 +102,7 @@ fn raw(t: &TestSite, img: &ImageId, v: u16) -> Vec<u8> {
     buf
 }
 
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
+pub(crate) fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| seed.wrapping_add((i / 512) as u8).wrapping_mul(31)).collect()
 }
 

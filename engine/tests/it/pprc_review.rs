@@ -3,74 +3,15 @@
 //! local write failure, a stale mirrored write landing after a newer copy.
 
 use crate::fixture::{TestSite, items_ok};
-use flashtrack::control::Capacity;
-use flashtrack::control::{PprcSpec, PprcView, Reply, Request, VolumeSpec};
+use flashtrack::control::{Reply, Request};
 use flashtrack::flash::relationship::FlashOptions;
-use flashtrack::geometry::CapType;
-use flashtrack::id::{ImageId, LssId, PoolId, VolumeId, VolumeKey};
-use flashtrack::image::record::{PprcPhase, PprcRole, PprcType, Sam};
+use flashtrack::id::{ImageId, LssId, VolumeId};
+use flashtrack::image::record::{PprcPhase, PprcRole, PprcType};
 use flashtrack::link::LinkProps;
 use std::time::{Duration, Instant};
 
-const TRACK: u64 = 65_536;
-const BLOCKS: u64 = 65_536;
+use crate::pprc_pairs::{BLOCKS, TRACK, key, mkpprc, path, setup, spec, until, view, vol, write};
 
-fn vol(image: &ImageId, pool: u16, blocks: u64, v: u16) -> Request {
-    let spec = VolumeSpec {
-        pool: PoolId(pool),
-        capacity: Capacity::Fb { cap: blocks, captype: CapType::Blocks },
-        sam: Sam::Ese,
-    };
-    Request::VolumeCreate { image: image.clone(), spec, volumes: vec![(VolumeId(v), String::new())] }
-}
-fn setup() -> (TestSite, ImageId, ImageId) {
-    let t = TestSite::new();
-    let a = t.image("IBM.2107-75FA120");
-    let b = t.image("IBM.2107-75FA150");
-    items_ok(t.ok(vol(&a, 0, BLOCKS, 0x1000)));
-    items_ok(t.ok(vol(&b, 1, BLOCKS, 0x1100)));
-    path(&t, &a, &b, 0x10, 0x11);
-    (t, a, b)
-}
-fn path(t: &TestSite, a: &ImageId, b: &ImageId, src: u8, tgt: u8) {
-    items_ok(t.ok(Request::PprcPathCreate {
-        image: a.clone(),
-        remote: b.clone(),
-        remote_wwnn: b.wwnn(),
-        src_lss: LssId(src),
-        tgt_lss: LssId(tgt),
-        consistgrp: false,
-        ports: vec![("I0000".into(), "I0001".into())],
-    }));
-}
-fn spec(kind: PprcType, nocopy: bool) -> PprcSpec {
-    PprcSpec { kind, nocopy, tgtread: false, critmode: false }
-}
-fn mkpprc(a: &ImageId, b: &ImageId, s: u16, t: u16, spec: PprcSpec) -> Request {
-    Request::PprcCreate { image: a.clone(), remote: b.clone(), pairs: vec![(VolumeId(s), VolumeId(t))], spec }
-}
-fn view(t: &TestSite, img: &ImageId) -> PprcView {
-    let Reply::Pprc(v) = t.ok(Request::PprcList { image: img.clone() }) else { panic!() };
-    v.into_iter().next().expect("a pair")
-}
-fn until(t: &TestSite, img: &ImageId, what: &str, f: impl Fn(&PprcView) -> bool) -> PprcView {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = view(t, img);
-        if f(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: still {v:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-fn key(img: &ImageId, v: u16) -> VolumeKey {
-    VolumeKey { image: img.clone(), volume: VolumeId(v) }
-}
-fn write(t: &TestSite, img: &ImageId, v: u16, off: u64, data: &[u8]) -> std::io::Result<()> {
-    let vol = t.site().volume(&key(img, v)).unwrap();
-    t.site().flash_of(img).unwrap().write(&vol, off, data, false)
-}
 /// Logical content through the intercept's read path (a FlashCopy target's borrowed tracks
 /// from its source), ignoring the host rules.
 fn logical(t: &TestSite, img: &ImageId, v: u16) -> Vec<u8> {

@@ -3,24 +3,18 @@
 //! image; the conduit rules refuse per pair.
 
 use crate::fixture::{TestSite, items_ok};
-use flashtrack::control::{Capacity, PprcSpec, Reply, Request, VolumeSpec};
+use flashtrack::control::{PprcSpec, Reply, Request};
 use flashtrack::error::ErrorKind;
 use flashtrack::flash::relationship::FlashOptions;
-use flashtrack::geometry::CapType;
-use flashtrack::id::{ImageId, LssId, PoolId, VolumeId, VolumeKey};
-use flashtrack::image::record::{PprcPhase, PprcType, Sam};
+use flashtrack::id::{ImageId, LssId, VolumeId, VolumeKey};
+use flashtrack::image::record::{PprcPhase, PprcType};
 use flashtrack::link::LinkProps;
 use std::time::{Duration, Instant};
 
 const TRACK: u64 = 65_536;
 
 fn vol(image: &ImageId, pool: u16, v: u16) -> Request {
-    let spec = VolumeSpec {
-        pool: PoolId(pool),
-        capacity: Capacity::Fb { cap: 65_536, captype: CapType::Blocks },
-        sam: Sam::Ese,
-    };
-    Request::VolumeCreate { image: image.clone(), spec, volumes: vec![(VolumeId(v), String::new())] }
+    crate::pprc_pairs::vol(image, pool, crate::pprc_pairs::BLOCKS, v)
 }
 
 /// A (1000, primary, LSS 10) -> B (1100, secondary, LSS 11), Metro Mirror in sync; B also has

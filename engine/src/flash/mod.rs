@@ -256,6 +256,7 @@ impl ImageFlash {
             st.tgt_changes.clear();
             st.target_bits = next;
             st.copied = 0;
+            st.record.increment = st.target_bits.len();
             st.cursor = 0;
             st.record.options = options;
             st.record.synced = now;
@@ -358,6 +359,8 @@ impl ImageFlash {
         }
         persist()?;
         rel.state().withdrawn = true;
+        let mut record = record;
+        record.increment = bits.len();
         let reversed =
             Arc::new(Relationship::with_copied(rel.target.clone(), rel.source.clone(), record, bits, copied));
         reversed.state().generation = 1;

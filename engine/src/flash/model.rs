@@ -134,6 +134,7 @@ impl World {
                     revertible: false,
                     created: 0,
                     synced: 0,
+                    increment: 0,
                 };
                 let engine = self.flash.establish(self.vols[src].clone(), self.vols[tgt].clone(), record_);
                 self.data[tgt] = self.data[src].clone();

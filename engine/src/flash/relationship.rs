@@ -60,6 +60,10 @@ pub struct FlashRecord {
     /// Unix seconds.
     pub created: i64,
     pub synced: i64,
+    /// Tracks in the current increment (establish or the last resync or reverse), so the
+    /// count of tracks copied survives a restart. Absent in older catalogs: 0.
+    #[serde(default)]
+    pub increment: u64,
 }
 
 /// Mutable state, under one mutex: short critical sections only (no I/O while held).

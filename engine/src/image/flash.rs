@@ -260,6 +260,7 @@ impl Image {
                     revertible: false,
                     created: now,
                     synced: now,
+                    increment: self.volumes.get(&t).map_or(0, |v| v.geometry().tracks()),
                 });
             }
             outcomes.push(ItemOutcome { object: pair_name(s, t), result });
@@ -412,7 +413,12 @@ impl Image {
             *r = rec;
         }
         let dir = self.dir.clone();
-        self.flash.resync(rel, options, now, full, |_bits| super::catalog::store(&dir, &next))?;
+        self.flash.resync(rel, options, now, full, |bits| {
+            if let Some(r) = next.flash.iter_mut().find(|r| (r.source, r.target) == (s, t)) {
+                r.increment = bits.len();
+            }
+            super::catalog::store(&dir, &next)
+        })?;
         self.record = next;
         if full && let Some(store) = self.flash.store() {
             store.clear_state(s, t);
@@ -482,6 +488,7 @@ impl Image {
             revertible: false,
             created: current.created,
             synced: now,
+            increment: 0, // set by `ImageFlash::reverse`
         };
         let next = self.flash_catalog(std::slice::from_ref(&reversed), &[(s, t)]);
         let dir = self.dir.clone();
@@ -597,6 +604,7 @@ impl Image {
                 st.src_changes = opened.src_changes;
                 st.tgt_changes = opened.tgt_changes;
                 st.generation = opened.generation;
+                st.copied = rec.increment.saturating_sub(st.target_bits.len());
             }
             self.flash.restore_revert(&rel)?;
             crate::flash::persist::fold_changes(

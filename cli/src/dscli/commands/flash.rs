@@ -443,6 +443,7 @@ mod tests {
                 revertible: false,
                 created: 0,
                 synced: 0,
+                increment: 0,
             },
             out_of_sync: oos,
             active_copy: oos > 0 && !nocopy,

@@ -223,6 +223,7 @@ mod tests {
                 revertible: false,
                 created: 1_411_081_444,
                 synced: 1_411_081_444,
+                increment: 0,
             },
             out_of_sync: 0,
             active_copy: false,

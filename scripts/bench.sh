@@ -11,6 +11,8 @@
 #   --keep      keep the scratch directory (for debugging)
 #   --pprc      then run the PPRC benchmark too (scripts/bench/pprc.sh with the same --quick
 #               and --rounds, after this one's sites are stopped; its own results directory)
+#   --rflash    then run the remote FlashCopy benchmark too (scripts/bench/rflash.sh, the same
+#               way; after the PPRC one when both are asked for)
 #
 # Environment:
 #   DSCLI=PATH        the dscli used for the end-to-end timings (default target/release/dscli).
@@ -47,6 +49,7 @@ ROUNDS=5
 BUILD=1
 KEEP=0
 PPRC=0
+RFLASH=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         --pprc) PPRC=1 ;;
+        --rflash) RFLASH=1 ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
@@ -423,11 +427,12 @@ python3 "$ROOT/scripts/bench/report.py" "$RAW" "$META" "$OUT.json" "$OUT.md"
 cat "$OUT.md"
 log "results: ${OUT#$ROOT/}.json and .md (wall $(python3 -c "print(round($T_END-$T_START))") s)"
 
-if [ "$PPRC" = 1 ]; then
+if [ "$PPRC" = 1 ] || [ "$RFLASH" = 1 ]; then
     cleanup
     trap - EXIT
-    pprc_args=(--no-build --rounds "$ROUNDS")
-    [ "$QUICK" = 1 ] && pprc_args+=(--quick)
-    [ "$KEEP" = 1 ] && pprc_args+=(--keep)
-    exec "$ROOT/scripts/bench/pprc.sh" "${pprc_args[@]}"
+    more_args=(--no-build --rounds "$ROUNDS")
+    [ "$QUICK" = 1 ] && more_args+=(--quick)
+    [ "$KEEP" = 1 ] && more_args+=(--keep)
+    if [ "$PPRC" = 1 ]; then "$ROOT/scripts/bench/pprc.sh" "${more_args[@]}"; fi
+    if [ "$RFLASH" = 1 ]; then exec "$ROOT/scripts/bench/rflash.sh" "${more_args[@]}"; fi
 fi

@@ -26,7 +26,8 @@ import statistics
 import sys
 import time
 
-PROTOCOL = 3
+import ctl  # noqa: E402 (scripts/bench/ctl.py: the control socket)
+
 KINDS = {"mmir": "MetroMirror", "gcp": "GlobalCopy"}
 
 
@@ -35,18 +36,11 @@ def die(msg):
     sys.exit(1)
 
 
-class Control:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.f = self.s.makefile("rb")
+class Control(ctl.Control):
+    """ctl.py's control connection; a refused request ends the run."""
 
     def call(self, request):
-        self.s.sendall(json.dumps({"version": PROTOCOL, "request": request}).encode() + b"\n")
-        line = self.f.readline()
-        if not line:
-            die("flashd closed the control connection")
-        resp = json.loads(line)
+        resp = super().call(request)
         if "Err" in resp:
             die(f"{next(iter(request))}: {resp['Err']}")
         return resp["Ok"]

@@ -21,6 +21,8 @@ pub mod session;
 pub mod settings;
 pub mod tokenizer;
 pub mod verb;
+mod verbs_copy;
+mod verbs_storage;
 
 use client::Target;
 use messages::exit;
@@ -110,8 +112,8 @@ pub fn general_help() -> String {
          a command acting on several objects tries each and exits with the code of the last\n\
          failed one. Messages, errors included, are printed on stdout.\n\nCommands:\n",
     );
-    let w = verb::VERBS.iter().map(|v| v.name.len()).max().unwrap_or(0);
-    for v in verb::VERBS {
+    let w = verb::verbs().map(|v| v.name.len()).max().unwrap_or(0);
+    for v in verb::verbs() {
         s.push_str(&format!("  {:<w$}  {}\n", v.name, v.summary));
     }
     s
@@ -240,7 +242,7 @@ mod tests {
     #[test]
     fn help_lists_every_verb() {
         let h = general_help();
-        for v in verb::VERBS {
+        for v in verb::verbs() {
             assert!(h.contains(v.name));
         }
     }

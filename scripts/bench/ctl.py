@@ -18,8 +18,8 @@ PROTOCOL = 3
 WAIT_MS = 600_000
 
 
-def die(msg):
-    print(f"ctl.py: {msg}", file=sys.stderr)
+def die(msg, prog="ctl.py"):
+    print(f"{prog}: {msg}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -37,6 +37,19 @@ class Control:
         if not line:
             die("flashd closed the control connection")
         return json.loads(line)
+
+
+class StrictControl(Control):
+    """The control connection for the benchmark drivers: answers `Ok`'s payload, and a
+    refused request ends the run with `prog`'s name."""
+
+    prog = "ctl.py"
+
+    def call(self, request):
+        resp = super().call(request)
+        if "Err" in resp:
+            die(f"{next(iter(request))}: {resp['Err']}", self.prog)
+        return resp["Ok"]
 
 
 def options(record=True, persist=True):

@@ -36,14 +36,8 @@ def die(msg):
     sys.exit(1)
 
 
-class Control(ctl.Control):
-    """ctl.py's control connection; a refused request ends the run."""
-
-    def call(self, request):
-        resp = super().call(request)
-        if "Err" in resp:
-            die(f"{next(iter(request))}: {resp['Err']}")
-        return resp["Ok"]
+class Control(ctl.StrictControl):
+    prog = "pprc.py"
 
     def pair(self, image, src):
         for v in self.call({"PprcList": {"image": image}})["Pprc"]:

@@ -290,30 +290,16 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$ROOT/bench-results/pprc-$STAMP
 mkdir -p "$OUT"
 CMD="scripts/bench/pprc.sh ${ARGS[*]}"
-META=$(python3 - "$W/load.txt" "$STAT0" "$STAT1" <<EOF
-import json, statistics, subprocess, sys
-def sh(c):
-    try: return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
-    except Exception: return ""
-load = [float(l.split()[1]) for l in open(sys.argv[1]) if l.strip()] or [0.0]
-s0, s1 = [list(map(int, x.split()[1:])) for x in sys.argv[2:4]]
-d = [b - a for a, b in zip(s0, s1)]
-total = sum(d) or 1
-idle = d[3] + d[4]  # idle + iowait
+EXTRA=$(python3 - <<EOF
+import json
 print(json.dumps({
   "command": """$CMD""".strip(), "transport": "tcp" if $TCP else "in-process",
   "rounds": $ROUNDS, "quick": bool($QUICK), "lat_secs": $LAT_SECS, "lat_gib": $LAT_GIB, "gc_gib": $GC_GIB,
   "resume_tracks": $RESUME_K, "poll_ms": $POLL_MS, "io_backend": "$IO_BACKEND",
-  "nproc": sh("nproc"), "kernel": sh("uname -r"), "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
-  "mem": sh("free -g | awk '/Mem:/{print \$2\" GiB RAM\"}'"), "fio": sh("fio --version"),
-  "git": sh("git -C $ROOT rev-parse --short HEAD") + (" (dirty)" if sh("git -C $ROOT status --porcelain -- engine cli") else ""),
-  "wall_secs": $T_END - $T_START,
-  "load": {"median": statistics.median(load), "min": min(load), "max": max(load), "samples": len(load)},
-  "cpu_busy_pct": 100.0 * (total - idle) / total, "cpu_steal_pct": 100.0 * (d[7] if len(d) > 7 else 0) / total,
-  "others": """$OTHERS""",
 }))
 EOF
 )
+META=$(python3 "$ROOT/scripts/bench/machine.py" "$W/load.txt" "$STAT0" "$STAT1" "$ROOT" "$(python3 -c "print($T_END - $T_START)")" "$OTHERS" "$EXTRA")
 cp "$RAW" "$OUT/raw.jsonl"
 cp "$W/load.txt" "$OUT/load.txt"
 python3 "$PY" report "$OUT/raw.jsonl" "$META" "$OUT/results.json" "$OUT/report.md" >/dev/null

@@ -12,7 +12,9 @@
 //! * step 8 [`PairHook::send`]: a Metro Mirror primary sends the change to the secondary in
 //!   parallel with the local write; the intercept waits for both, under the write's track
 //!   locks (so two writes of one track reach the secondary in order). The copier and every
-//!   command never hold a track lock across the link;
+//!   command never hold a track lock across the link. Known limit: pairs mirrored both ways
+//!   with FlashCopy at both ends can make two such writes wait for each other's locks until
+//!   `MIRROR_TIMEOUT`, then suspend (test `pprc_review::r5`, ignored);
 //! * FLUSH reaches the secondary ([`PairHook::flush`]);
 //! * every checkpoint stores each pair's out-of-sync set between the journal's epoch flip
 //!   and its end ([`PairHook::checkpoint`]), so no intent bit is cleared before a durable

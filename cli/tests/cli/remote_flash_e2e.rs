@@ -306,6 +306,22 @@ fn random_writes(seed: u64, n: usize, span: Range<u64>, max: u64, model: &mut [u
     (cmds, tracks)
 }
 
+/// Tracks whose every 4 KiB grain the qemu-io `write` commands of `cmds` cover.
+fn full_tracks<'a>(cmds: impl IntoIterator<Item = &'a String>, tracks: u64) -> BTreeSet<u64> {
+    const GRAIN: u64 = 4096;
+    let mut grains = BTreeSet::new();
+    for c in cmds {
+        let w: Vec<&str> = c.split_whitespace().collect();
+        if w.first() != Some(&"write") || w.len() < 3 {
+            continue;
+        }
+        let (off, len): (u64, u64) = (w[w.len() - 2].parse().unwrap(), w[w.len() - 1].parse().unwrap());
+        grains.extend(off / GRAIN..(off + len).div_ceil(GRAIN));
+    }
+    let per = TRACK / GRAIN;
+    (0..tracks).filter(|t| (t * per..(t + 1) * per).all(|g| grains.contains(&g))).collect()
+}
+
 /// One qemu-io write inside each of `tracks` (4-36 KiB at a random 512-byte offset).
 fn track_writes(seed: u64, tracks: impl IntoIterator<Item = u64>, model: &mut [u8]) -> (Vec<String>, BTreeSet<u64>) {
     let mut g = Lcg(seed);
@@ -478,6 +494,7 @@ fn remote_flash_two_flashd_tcp_nocp_target_keeps_t0_across_pause_resume() {
     let at_pause = r.read_b(PAIR.1);
     let (w1b, tracks) = track_writes(0x52, (3..r.tracks()).step_by(9), &mut model);
     written.extend(&tracks);
+    let paused = tracks.clone();
     qemu_io_ok(&r.uri_a(PAIR.0), &w1b);
     assert!(r.pprc().out_of_sync >= tracks.len() as u64, "the writes while paused are out of sync");
     assert_eq!(first_diff(&r.read_b(PAIR.1), &at_pause), None, "a write crossed a paused pair");
@@ -502,9 +519,25 @@ fn remote_flash_two_flashd_tcp_nocp_target_keeps_t0_across_pause_resume() {
     qemu_io_ok(&r.uri_a(PAIR.0), &w2);
     r.assert_bytes("more writes", &model, (0x1102, &t0));
     assert_eq!(qemu_img_compare(&r.uri_b(0x1102), &r.uri_a(PAIR.0)), Some(1), "1102 keeps T0, 1000 moved on");
-    // Each track written since T0 was copied to 1102 once, before its first change at 1100.
+    // Each track written since T0 was preserved at 1102 before its first change at 1100
+    // (the bytes above), and left the out-of-sync count once all of it was on 1102: a
+    // mirrored write preserves only the 4 KiB grains it covers, a track the resume copied
+    // crossed whole (every track written while paused; a track written around pause or
+    // resume may have crossed either way).
+    let whole: BTreeSet<u64> =
+        full_tracks([&w1a, &w1b, &w1c, &w2].into_iter().flatten(), r.tracks()).union(&paused).copied().collect();
     let left = r.out_of_sync("1100:1102");
-    assert_eq!(left, r.tracks() - written.len() as u64, "-nocp 1100:1102: tracks not copied on write");
+    println!(
+        "{test}: -nocp 1100:1102: {left} tracks out of sync; {} written, {} of them whole",
+        written.len(),
+        whole.len()
+    );
+    assert!(
+        (r.tracks() - written.len() as u64..=r.tracks() - whole.len() as u64).contains(&left),
+        "-nocp 1100:1102: {left} tracks out of sync; {} written, at least {} of them whole",
+        written.len(),
+        whole.len()
+    );
 
     // The incremental pair: exactly the tracks written since its last increment.
     let out = r.remote("resyncremoteflash", &["-record", "-persist", "1100:1101"]);

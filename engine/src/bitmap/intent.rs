@@ -53,6 +53,8 @@ pub enum BitsetRole {
     WriteIntent = 1,
     /// FlashCopy target tracks whose copy has landed (their target bit is clear).
     Copied = 2,
+    /// FlashCopy target grains (track × 16 + grain) preserved by sub-track copy-on-write.
+    Grains = 3,
 }
 
 /// Identity of a bitset file; every field but `boot_id` must match the header on open.

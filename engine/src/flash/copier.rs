@@ -178,11 +178,27 @@ impl ImageFlash {
                 }
             }
             // Bits may have been cleared by copy-on-write before we got the locks: copy
-            // only the sub-runs still set.
-            let subs = {
+            // only the sub-runs still set. Tracks with grains already preserved on the target
+            // (`grain.rs`) are finished one by one here, never overwritten by a whole copy.
+            let ignore_grains = overwrite || super::mutant::is(super::mutant::Mutant::CopierIgnoresGrains);
+            let (subs, partial) = {
                 let st = rel.state();
-                sub_runs(&run, |t| overwrite || st.target_bits.contains(TrackNo(t)))
+                let borrowed = |t: u32| st.target_bits.contains(TrackNo(t));
+                let partial = |t: u32| !ignore_grains && st.grains.get(TrackNo(t)) != 0;
+                let subs = sub_runs(&run, |t| overwrite || (borrowed(t) && !partial(t)));
+                let partial: Vec<u32> = run.clone().filter(|&t| borrowed(t) && partial(t)).collect();
+                (subs, partial)
             };
+            for t in partial {
+                if let Err(e) = copy_track(rel, TrackNo(t)) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            if result.is_err() {
+                drop(guard);
+                break;
+            }
             // File the run first, so completions reaped while its later sub-runs are being
             // submitted (a full stream drains) find it; `open` keeps it from finishing early.
             let tag = held.iter().position(Option::is_none).unwrap_or(held.len());

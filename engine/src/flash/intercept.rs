@@ -5,7 +5,9 @@
 //! 3. inhibit: a `-tgtinhibit` target refuses with EPERM;
 //! 4. take the range locks of the tracks on V, on each target of V, and on V's source;
 //! 5. copy-on-write: for each relationship where V is the source and the track's target bit
-//!    is 1, copy the T0 track to the target first, then clear the bit;
+//!    is 1, copy the T0 data to the target first: the 4 KiB grains the write overwrites
+//!    (`grain.rs`; the bit stays 1 until every grain is on the target), or the whole track,
+//!    then clear the bit;
 //! 6. where V is a target with bit 1, fill the track from the source first, clear the bit
 //!    (so a partial write never leaves a track half T0, half garbage);
 //! 7. set the change-recording bits of every recording relationship touching V, and the
@@ -17,8 +19,9 @@
 //! comes through here too, without that check.
 //!
 //! TRIM and WRITE_ZEROES are zero writes here. Reads of a target track whose bit is 1 come
-//! from the source; nothing is copied on read.
+//! from the source, but for its preserved grains; nothing is copied on read.
 
+use super::grain::{self, GrainMask};
 use super::locks::{Claim, LockGuard};
 use super::relationship::{FlashState, Relationship};
 use super::{ImageFlash, Roles};
@@ -26,7 +29,6 @@ use crate::geometry::{Geometry, TRACK_BYTES, TrackNo};
 use crate::volume::Volume;
 use std::io;
 use std::ops::Range;
-use std::sync::Arc;
 
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
@@ -150,10 +152,17 @@ impl ImageFlash {
         if cow_after {
             self.data(vol, offset, change)?;
         }
-        // 5. copy-on-write to every target that still borrows these tracks.
+        // 5. copy-on-write to every target that still borrows these tracks: the grains
+        // this change overwrites (`grain.rs`), or the whole track.
         for rel in &roles.as_source {
             for t in pending(rel, &r) {
-                if let Err(e) = copy_track(rel, t) {
+                let copied = if rel.grained() {
+                    let track_len = rel.source.geometry().track_data_len(t);
+                    cow_grains(rel, t, grain::touched(t, offset, len, track_len))
+                } else {
+                    copy_track(rel, t)
+                };
+                if let Err(e) = copied {
                     if rel.state().record.state == FlashState::TgtFailed {
                         continue; // the target is lost; the source write goes on
                     }
@@ -283,22 +292,41 @@ impl ImageFlash {
         let r = tracks(vol, offset, len);
         let (_guard, roles) = self.lock_for(vol, &r);
         let Some(rel) = roles.as_target else { return vol.read(offset, buf) };
-        let borrowed: Vec<bool> = {
+        // Per track: borrowed, and which of its grains already sit on the target.
+        let borrowed: Vec<(bool, GrainMask)> = {
             let st = rel.state();
             if st.record.state == FlashState::TgtFailed {
                 return Err(errno(libc::EIO));
             }
-            r.clone().map(|t| st.target_bits.contains(TrackNo(t))).collect()
+            r.clone()
+                .map(|t| {
+                    let b = st.target_bits.contains(TrackNo(t));
+                    (b, if b { st.grains.get(TrackNo(t)) } else { 0 })
+                })
+                .collect()
         };
-        // Serve runs of tracks from one side at a time.
+        // Where the byte at `at` comes from, and up to where that holds at least.
+        let side = |at: u64| -> (bool, u64) {
+            let t = (at / TRACK_BYTES) as u32;
+            let (b, mask) = borrowed[(t - r.start) as usize];
+            let track_end = (t as u64 + 1) * TRACK_BYTES;
+            if !b || mask == 0 || super::mutant::is(super::mutant::Mutant::ReadIgnoresGrains) {
+                return (b, track_end);
+            }
+            let g = ((at % TRACK_BYTES) / grain::GRAIN_BYTES) as u32;
+            (mask & (1 << g) == 0, (at / grain::GRAIN_BYTES + 1) * grain::GRAIN_BYTES)
+        };
+        // Serve runs from one side at a time.
         let mut at = offset;
         let end = offset + len;
         while at < end {
-            let t = (at / TRACK_BYTES) as u32;
-            let from_source = borrowed[(t - r.start) as usize];
-            let mut stop = ((t as u64) + 1) * TRACK_BYTES;
-            while stop < end && borrowed[((stop / TRACK_BYTES) as u32 - r.start) as usize] == from_source {
-                stop += TRACK_BYTES;
+            let (from_source, mut stop) = side(at);
+            while stop < end {
+                let (s, next) = side(stop);
+                if s != from_source {
+                    break;
+                }
+                stop = next;
             }
             let stop = stop.min(end);
             let chunk = &mut buf[(at - offset) as usize..(stop - offset) as usize];
@@ -319,28 +347,59 @@ fn pending(rel: &Relationship, r: &Range<u32>) -> Vec<TrackNo> {
     r.clone().map(TrackNo).filter(|t| st.target_bits.contains(*t)).collect()
 }
 
-/// Copy track `t` from source to target and clear its bit. The caller holds the track's
-/// locks on both volumes. A target failure marks the relationship `Tgt Failed`.
-pub(crate) fn copy_track(rel: &Arc<Relationship>, t: TrackNo) -> io::Result<()> {
-    let g = rel.source.geometry();
-    let len = g.track_data_len(t) as usize;
-    let off = t.0 as u64 * TRACK_BYTES;
-    let mut buf = vec![0u8; len];
-    rel.source.read(off, &mut buf)?;
-    rel.preserve(t.0..t.0 + 1)?;
-    if let Err(e) = rel.target.write(off, &buf, false) {
-        // Durable before the source write that needed this copy goes on: a restart must not
-        // find the pair Valid with a target whose T0 was overwritten on the source.
-        rel.fail(FlashState::TgtFailed)?;
-        tracing::error!(
-            "{}:{} target write failed at track {}: {e}; relationship is Tgt Failed",
-            rel.ids().0,
-            rel.ids().1,
-            t.0
-        );
-        return Err(e);
-    }
+/// Copy track `t` from source to target and clear its bit: the grains not yet preserved
+/// (all of them unless a sub-track copy-on-write preserved some). The caller holds the
+/// track's locks on both volumes. A target failure marks the relationship `Tgt Failed`.
+pub(crate) fn copy_track(rel: &Relationship, t: TrackNo) -> io::Result<()> {
+    let track_len = rel.source.geometry().track_data_len(t);
+    let have = rel.state().grains.get(t);
+    copy_grains(rel, t, grain::full_mask(track_len) & !have, track_len)?;
     crate::bitmap::fail_point("cow-target-written").map_err(|e| io::Error::other(e.to_string()))?;
     rel.mark_copied(t.0..t.0 + 1)?;
+    Ok(())
+}
+
+/// Sub-track copy-on-write: preserve grains `want` of borrowed track `t` on the target
+/// before the source write over them; the whole track once every grain would be preserved.
+fn cow_grains(rel: &Relationship, t: TrackNo, want: GrainMask) -> io::Result<()> {
+    let track_len = rel.source.geometry().track_data_len(t);
+    let full = grain::full_mask(track_len);
+    let have = rel.state().grains.get(t);
+    let need = want & !have;
+    if need == 0 {
+        return Ok(());
+    }
+    if have | need == full {
+        return copy_track(rel, t);
+    }
+    copy_grains(rel, t, need, track_len)?;
+    crate::bitmap::fail_point("cow-target-written").map_err(|e| io::Error::other(e.to_string()))?;
+    rel.mark_grains(t, need)
+}
+
+/// Copy grains `mask` of track `t` from source to target (one read and one write per run).
+fn copy_grains(rel: &Relationship, t: TrackNo, mask: GrainMask, track_len: u64) -> io::Result<()> {
+    let mut buf = Vec::new();
+    rel.preserve(t.0..t.0 + 1)?;
+    for g in grain::runs(mask) {
+        let b = grain::bytes(t, &g, track_len);
+        if b.is_empty() {
+            continue;
+        }
+        buf.resize((b.end - b.start) as usize, 0);
+        rel.source.read(b.start, &mut buf)?;
+        if let Err(e) = rel.target.write(b.start, &buf, false) {
+            // Durable before the source write that needed this copy goes on: a restart must
+            // not find the pair Valid with a target whose T0 was overwritten on the source.
+            rel.fail(FlashState::TgtFailed)?;
+            tracing::error!(
+                "{}:{} target write failed at track {}: {e}; relationship is Tgt Failed",
+                rel.ids().0,
+                rel.ids().1,
+                t.0
+            );
+            return Err(e);
+        }
+    }
     Ok(())
 }

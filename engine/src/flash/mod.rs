@@ -13,6 +13,7 @@
 
 pub mod copier;
 pub mod freeze;
+pub mod grain;
 pub mod intercept;
 pub mod locks;
 #[cfg(test)]
@@ -207,8 +208,7 @@ impl ImageFlash {
             let (s, t) = rel.ids();
             persist::pair_name(s, t)
         };
-        let snapshot =
-            |st: &relationship::RelState| [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()];
+        let snapshot = |st: &relationship::RelState| st.bitmaps();
         self.fold_copied(rel, &name)?;
         let (next, old) = {
             let mut st = rel.state();
@@ -227,7 +227,13 @@ impl ImageFlash {
         if let Some(store) = self.store() {
             let empty = TrackBitmap::new();
             let g = rel.state().generation + 1;
-            crate::bitmap::checkpoint::store(&store.dir, &name, g, &[next.clone(), empty.clone(), empty])?;
+            // No grains: the new point in time is the source as it is now.
+            crate::bitmap::checkpoint::store(
+                &store.dir,
+                &name,
+                g,
+                &[next.clone(), empty.clone(), empty.clone(), empty],
+            )?;
             rel.state().generation = g;
         }
         crate::bitmap::fail_point("resync-checkpointed")?;
@@ -245,6 +251,7 @@ impl ImageFlash {
                     st.target_bits = next;
                     st.src_changes.clear();
                     st.tgt_changes.clear();
+                    st.grains.clear();
                 }
             }
             return Err(e);
@@ -255,6 +262,7 @@ impl ImageFlash {
             st.src_changes.clear();
             st.tgt_changes.clear();
             st.target_bits = next;
+            st.grains.clear();
             st.copied = 0;
             st.record.increment = st.target_bits.len();
             st.cursor = 0;
@@ -268,29 +276,37 @@ impl ImageFlash {
         Ok(count)
     }
 
-    /// Fold `rel`'s copied set into a durable checkpoint and clear it, unless it is clear
-    /// already. A resync needs it clear before it stores its new bitmaps (a stale copied bit
-    /// would otherwise subtract a track of the new increment at recovery). The caller holds
-    /// the checkpoint lock.
+    /// Fold `rel`'s copied set and grain log into a durable checkpoint and clear them, unless
+    /// they are clear already. A resync needs them clear before it stores its new bitmaps (a
+    /// stale copied bit would otherwise subtract a track of the new increment at recovery,
+    /// a stale grain bring back a grain of the old point in time). The caller holds the
+    /// checkpoint lock.
     fn fold_copied(&self, rel: &Relationship, name: &str) -> crate::error::Result<()> {
-        let (Some(store), Some(c)) = (self.store(), &rel.copied) else { return Ok(()) };
+        let Some(store) = self.store() else { return Ok(()) };
+        let logs: Vec<&crate::bitmap::intent::PersistentBitset> =
+            rel.copied.iter().chain(rel.grain_log.iter()).collect();
         // An earlier fold whose checkpoint failed leaves its bits in the epoch the next
         // begin flips into, so one round may not clear everything: repeat (under a resync's
         // barrier nothing marks, so the second round clears the rest).
         for _ in 0..3 {
-            if c.is_clear() {
+            if logs.iter().all(|c| c.is_clear()) {
                 return Ok(());
             }
-            let token = c.begin_epoch()?;
+            let mut tokens = Vec::new();
+            for c in &logs {
+                tokens.push(c.begin_epoch()?);
+            }
             let (g, bits) = {
                 let st = rel.state();
-                (st.generation + 1, [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()])
+                (st.generation + 1, st.bitmaps())
             };
             crate::bitmap::checkpoint::store(&store.dir, name, g, &bits)?;
             rel.state().generation = g;
-            c.end_epoch(token)?;
+            for (c, token) in logs.iter().zip(tokens) {
+                c.end_epoch(token)?;
+            }
         }
-        if c.is_clear() {
+        if logs.iter().all(|c| c.is_clear()) {
             Ok(())
         } else {
             // Only reachable while copies still mark (no barrier: `settle`); resync holds one.
@@ -300,6 +316,17 @@ impl ImageFlash {
                 "copied set still marked after three checkpoints",
             ))
         }
+    }
+
+    /// Finish every borrowed track of `rel` whose grains are partly preserved (copy the
+    /// rest, clear the bit), so an operation that knows only whole tracks (reverse,
+    /// `setflashrevertible`) may follow. The caller holds the pair's barrier.
+    pub(crate) fn finish_grains(&self, rel: &Relationship) -> std::io::Result<()> {
+        let tracks: Vec<crate::geometry::TrackNo> = rel.state().grains.tracks().collect();
+        for t in tracks {
+            intercept::copy_track(rel, t)?;
+        }
+        Ok(())
     }
 
     /// A copy just finished: fold its copied set now, off the path of the next resync (which
@@ -336,13 +363,14 @@ impl ImageFlash {
         &self,
         rel: &Arc<Relationship>,
         record: FlashRecord,
-        copied: Option<crate::bitmap::intent::PersistentBitset>,
+        logs: Option<persist::RelLogs>,
         persist: impl FnOnce() -> Result<(), E>,
     ) -> Result<(), E>
     where
         E: From<crate::error::Error>,
     {
         let _barrier = self.lock_pair(rel);
+        self.finish_grains(rel).map_err(|e| crate::error::Error::io(format!("{}:{}", rel.ids().0, rel.ids().1), &e))?;
         let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
         let bits = {
             let st = rel.state();
@@ -355,14 +383,25 @@ impl ImageFlash {
         if let Some(store) = self.store() {
             let empty = TrackBitmap::new();
             let name = persist::pair_name(record.source, record.target);
-            crate::bitmap::checkpoint::store(&store.dir, &name, 1, &[bits.clone(), empty.clone(), empty])?;
+            crate::bitmap::checkpoint::store(
+                &store.dir,
+                &name,
+                1,
+                &[bits.clone(), empty.clone(), empty.clone(), empty],
+            )?;
         }
         persist()?;
         rel.state().withdrawn = true;
         let mut record = record;
         record.increment = bits.len();
-        let reversed =
-            Arc::new(Relationship::with_copied(rel.target.clone(), rel.source.clone(), record, bits, copied));
+        let (copied, grain_log) = match logs {
+            Some(l) => (Some(l.copied), l.grains),
+            None => (None, None),
+        };
+        let reversed = Arc::new(
+            Relationship::with_copied(rel.target.clone(), rel.source.clone(), record, bits, copied)
+                .with_grain_log(grain_log),
+        );
         reversed.state().generation = 1;
         if let Some(store) = self.store() {
             let _ = reversed.state_file.set(store.state_path(reversed.ids().0, reversed.ids().1));

@@ -11,6 +11,7 @@
 //! runs the same model against each mutant and fails if any survives.
 
 use super::ImageFlash;
+use super::grain;
 use super::mutant::{self, Mutant};
 use super::relationship::{FlashOptions, FlashRecord, FlashState, Relationship};
 use crate::bitmap::TrackBitmap;
@@ -20,7 +21,7 @@ use crate::io::SyncEngine;
 use crate::volume::{Backing, Volume};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 const VOLS: usize = 4;
@@ -63,6 +64,8 @@ struct ModelRel {
     record: bool,
     /// The model's target bitmap (1 = still borrowed from the source).
     bits: BTreeSet<u32>,
+    /// Grains of borrowed tracks already preserved on the target (sub-track copy-on-write).
+    grains: BTreeMap<u32, u16>,
     /// Tracks written on either side since the last increment.
     written: BTreeSet<u32>,
     engine: Arc<Relationship>,
@@ -143,6 +146,7 @@ impl World {
                     tgt,
                     record,
                     bits: (0..TRACKS).collect(),
+                    grains: BTreeMap::new(),
                     written: BTreeSet::new(),
                     engine,
                 });
@@ -180,6 +184,7 @@ impl World {
                 }
                 prop_assert_eq!(r.ok(), Some(expected.len() as u64), "increment size");
                 m.bits = expected;
+                m.grains.clear(); // a new point in time: nothing of the old one is kept
                 m.written.clear();
                 let (src, tgt) = (m.src, m.tgt);
                 self.data[tgt] = self.data[src].clone();
@@ -203,22 +208,38 @@ impl World {
                     tracks += t - first;
                     at = t;
                 }
+                m.grains.retain(|t, _| m.bits.contains(t));
             }
             Op::CopyAll { pick } => {
                 let Some(i) = self.pick(pick) else { return Ok(()) };
                 self.flash.copy_all(&self.rels[i].engine).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 self.rels[i].bits.clear();
+                self.rels[i].grains.clear();
             }
         }
         self.check()
     }
 
-    /// A host changed `vol`'s bytes: COW and fill clear bits, recording notes the tracks.
+    /// A host changed `vol`'s bytes: on a source, copy-on-write preserves the grains it
+    /// overwrites (a track whose every grain is preserved is copied: its bit clears); on a
+    /// target, the fill clears the bit; recording notes the tracks.
     fn wrote(&mut self, vol: usize, off: u64, len: u64) {
         let tracks = Geometry::tracks_of(off, len);
         for m in self.rels.iter_mut().filter(|m| m.src == vol || m.tgt == vol) {
             for t in tracks.clone() {
-                m.bits.remove(&t);
+                if m.tgt == vol {
+                    m.bits.remove(&t);
+                    m.grains.remove(&t);
+                } else if m.bits.contains(&t) {
+                    let (a, b) = track_bytes(t);
+                    let track_len = (b - a) as u64;
+                    let g = m.grains.entry(t).or_insert(0);
+                    *g |= grain::touched(TrackNo(t), off, len, track_len);
+                    if *g == grain::full_mask(track_len) {
+                        m.bits.remove(&t);
+                        m.grains.remove(&t);
+                    }
+                }
                 m.written.insert(t);
             }
         }
@@ -239,6 +260,9 @@ impl World {
         for m in &self.rels {
             let engine: BTreeSet<u32> = m.engine.state().target_bits.iter().map(|TrackNo(t)| t).collect();
             prop_assert_eq!(&engine, &m.bits, "target bitmap of {}->{}", m.src, m.tgt);
+            let st = m.engine.state();
+            let grains: BTreeMap<u32, u16> = st.grains.tracks().map(|t| (t.0, st.grains.get(t))).collect();
+            prop_assert_eq!(&grains, &m.grains, "preserved grains of {}->{}", m.src, m.tgt);
         }
         Ok(())
     }
@@ -286,6 +310,8 @@ fn known_bad_variants_are_caught() {
         Mutant::ClearBeforePersist,
         Mutant::CowAfterWrite,
         Mutant::CopierOverwrites,
+        Mutant::CopierIgnoresGrains,
+        Mutant::ReadIgnoresGrains,
     ] {
         let caught = run_model(cases(), Some(m));
         assert!(caught.is_err(), "mutant {m:?} survived {} cases: the model cannot see it", cases());

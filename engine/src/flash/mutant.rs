@@ -14,6 +14,10 @@ pub enum Mutant {
     CowAfterWrite,
     /// The copier copies tracks without checking they are still uncopied.
     CopierOverwrites,
+    /// The copier copies whole tracks over grains a sub-track copy-on-write preserved.
+    CopierIgnoresGrains,
+    /// Target reads take preserved grains from the source.
+    ReadIgnoresGrains,
 }
 
 #[cfg(test)]

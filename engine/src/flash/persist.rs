@@ -9,14 +9,18 @@
 //!   the track's bit after the target write landed and before the in-memory target bit is
 //!   cleared, so a cleared target bit survives kill -9 and a track is never copied twice
 //!   (a second copy after the source changed would break T0);
+//! * each relationship has a `Grains` [`PersistentBitset`] too: sub-track copy-on-write
+//!   (`grain.rs`) sets a grain's bit after its target write landed and before the source
+//!   write over it is submitted; recovery adds it to the checkpoint's grains;
 //! * bitmaps are checkpointed off the I/O path with generations: begin the epochs of every
 //!   journal and copied set, snapshot, store, end the epochs.
 //!
-//! Files live in `<image>/flash/`: `<VOL>.intent`, `<VOL>.alog`, `<SRC>_<TGT>.copied` and
-//! the checkpoints `<SRC>_<TGT>.*`. `FLASHTRACK_BOOT_ID` overrides the kernel's boot ID (a
+//! Files live in `<image>/flash/`: `<VOL>.intent`, `<VOL>.alog`, `<SRC>_<TGT>.copied`,
+//! `<SRC>_<TGT>.grains` and the checkpoints `<SRC>_<TGT>.*`. `FLASHTRACK_BOOT_ID` overrides the kernel's boot ID (a
 //! test hook that simulates a reboot, i.e. power loss, between two runs).
 
 use super::ImageFlash;
+use super::grain::{self, GrainMap};
 use super::relationship::{FlashState, Relationship};
 use crate::bitmap::intent::{BitsetConfig, BitsetRole, PersistentBitset};
 use crate::bitmap::journal::{JournalConfig, RecoveryKind, Shutdown, VolumeJournal};
@@ -90,6 +94,26 @@ impl FlashStore {
         })
     }
 
+    /// The grain log of a relationship (`grain.rs`); None for a volume too large for grain
+    /// numbers (its relationships copy whole tracks).
+    fn grains_config(&self, rel_source: &Volume, s: VolumeId, t: VolumeId) -> Result<Option<BitsetConfig>> {
+        let tracks = rel_source.geometry().tracks();
+        if tracks > grain::MAX_GRAIN_TRACKS {
+            return Ok(None);
+        }
+        Ok(Some(BitsetConfig {
+            path: self.grains_path(s, t),
+            role: BitsetRole::Grains,
+            tag: format!("{}:{t}", rel_source.key()),
+            tracks: (tracks * grain::GRAINS_PER_TRACK as u64) as u32,
+            boot_id: self.boot_id()?,
+        }))
+    }
+
+    fn grains_path(&self, s: VolumeId, t: VolumeId) -> PathBuf {
+        self.dir.join(format!("{}.grains", pair_name(s, t)))
+    }
+
     /// The journal of a volume joining its first relationship (created if it has none).
     pub fn journal_for_new(&self, v: &Volume) -> Result<(VolumeJournal, TrackBitmap, Shutdown)> {
         let cfg = self.journal_config(v)?;
@@ -101,14 +125,20 @@ impl FlashStore {
         }
     }
 
-    /// A fresh copied set and no checkpoint for a new relationship (stale files of an
-    /// earlier relationship of the same pair are removed first).
-    pub fn new_relationship(&self, source: &Volume, s: VolumeId, t: VolumeId) -> Result<PersistentBitset> {
+    /// A fresh copied set and grain log, and no checkpoint, for a new relationship (stale
+    /// files of an earlier relationship of the same pair are removed first).
+    pub fn new_relationship(&self, source: &Volume, s: VolumeId, t: VolumeId) -> Result<RelLogs> {
         let cfg = self.copied_config(source, s, t)?;
         PersistentBitset::remove(&cfg.path)?;
         checkpoint::remove_all(&self.dir, &pair_name(s, t))?;
         let _ = std::fs::remove_file(self.state_path(s, t));
-        PersistentBitset::create(cfg)
+        let copied = PersistentBitset::create(cfg)?;
+        PersistentBitset::remove(&self.grains_path(s, t))?;
+        let grains = match self.grains_config(source, s, t)? {
+            Some(cfg) => Some(PersistentBitset::create(cfg)?),
+            None => None,
+        };
+        Ok(RelLogs { copied, grains })
     }
 
     /// File that records a relationship's failure state (`Tgt Failed`, `Validation
@@ -127,28 +157,52 @@ impl FlashStore {
     /// set and whether the previous owner lost power.
     pub fn open_relationship(&self, source: &Volume, s: VolumeId, t: VolumeId) -> Result<OpenedRelationship> {
         let name = pair_name(s, t);
+        // Three bitmaps (target, source changes, target changes), and since sub-track
+        // copy-on-write a fourth (grains); older checkpoints have no grains.
         let (generation, mut bits) = match checkpoint::load(&self.dir, &name)? {
-            Some(cp) if cp.bitmaps.len() == 3 => (cp.generation, cp.bitmaps),
+            Some(cp) if cp.bitmaps.len() == 3 || cp.bitmaps.len() == 4 => (cp.generation, cp.bitmaps),
             Some(_) => {
                 return Err(Error::new(ErrorKind::Corrupt, &name, "checkpoint holds the wrong number of bitmaps"));
             }
             None => (0, vec![TrackBitmap::full(source.geometry().tracks()), TrackBitmap::new(), TrackBitmap::new()]),
         };
+        let mut grains = if bits.len() == 4 { bits.pop().unwrap_or_default() } else { TrackBitmap::new() };
         let cfg = self.copied_config(source, s, t)?;
         let copied = if cfg.path.exists() { PersistentBitset::open(cfg)? } else { PersistentBitset::create(cfg)? };
         let prev = copied.previous_owner().clone();
         let power_lost = !prev.clean && prev.boot_id != copied.config().boot_id;
         let landed = copied.recover();
         bits[0].difference_with(&landed);
+        let grain_log = match self.grains_config(source, s, t)? {
+            Some(cfg) if cfg.path.exists() => Some(PersistentBitset::open(cfg)?),
+            Some(cfg) => Some(PersistentBitset::create(cfg)?),
+            None => None,
+        };
+        if let Some(log) = &grain_log {
+            grains.union_with(&log.recover());
+        }
         let tgt_changes = bits.pop().unwrap_or_default();
         let src_changes = bits.pop().unwrap_or_default();
         let target_bits = bits.pop().unwrap_or_default();
-        Ok(OpenedRelationship { generation, target_bits, src_changes, tgt_changes, copied, power_lost })
+        // Grains matter only on tracks still borrowed (a finished track's copy landed).
+        let mut grains = GrainMap::from_bitmap(&grains);
+        grains.retain_borrowed(&target_bits);
+        Ok(OpenedRelationship {
+            generation,
+            target_bits,
+            src_changes,
+            tgt_changes,
+            grains,
+            copied,
+            grain_log,
+            power_lost,
+        })
     }
 
     pub fn remove_relationship(&self, s: VolumeId, t: VolumeId) {
         self.clear_state(s, t);
         let _ = PersistentBitset::remove(&self.dir.join(format!("{}.copied", pair_name(s, t))));
+        let _ = PersistentBitset::remove(&self.grains_path(s, t));
         let _ = checkpoint::remove_all(&self.dir, &pair_name(s, t));
     }
 
@@ -159,13 +213,23 @@ impl FlashStore {
     }
 }
 
+/// The kill -9 safe logs of a relationship: its copied set and its grain log (none for a
+/// volume too large for grain numbers).
+#[derive(Debug)]
+pub struct RelLogs {
+    pub copied: PersistentBitset,
+    pub grains: Option<PersistentBitset>,
+}
+
 #[derive(Debug)]
 pub struct OpenedRelationship {
     pub generation: u64,
     pub target_bits: TrackBitmap,
     pub src_changes: TrackBitmap,
     pub tgt_changes: TrackBitmap,
+    pub grains: GrainMap,
     pub copied: PersistentBitset,
+    pub grain_log: Option<PersistentBitset>,
     pub power_lost: bool,
 }
 
@@ -229,7 +293,10 @@ impl ImageFlash {
         let mut ct = Vec::new();
         for r in &rels {
             if let Some(c) = &r.copied {
-                ct.push((r.clone(), c.begin_epoch()?));
+                ct.push((r.clone(), false, c.begin_epoch()?));
+            }
+            if let Some(c) = &r.grain_log {
+                ct.push((r.clone(), true, c.begin_epoch()?));
             }
         }
         for r in &rels {
@@ -239,7 +306,7 @@ impl ImageFlash {
                     continue; // its files are gone or about to be: never bring them back
                 }
                 st.generation += 1;
-                (st.generation, [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()])
+                (st.generation, st.bitmaps())
             };
             let (s, t) = r.ids();
             checkpoint::store(&store.dir, &pair_name(s, t), gen_, &bitmaps)?;
@@ -247,8 +314,8 @@ impl ImageFlash {
         for h in self.all_hooks() {
             h.checkpoint()?; // PPRC out-of-sync sets, inside the same epochs
         }
-        for (r, tok) in ct {
-            if let Some(c) = &r.copied {
+        for (r, grains, tok) in ct {
+            if let Some(c) = if grains { &r.grain_log } else { &r.copied } {
                 c.end_epoch(tok)?;
             }
         }
@@ -277,7 +344,7 @@ impl ImageFlash {
             }
         }
         for r in self.relationships() {
-            if let Some(c) = &r.copied {
+            for c in r.copied.iter().chain(r.grain_log.iter()) {
                 c.mark_clean()?;
             }
         }

@@ -5,9 +5,13 @@
 //!   for 8 TiB.
 //! * source / target change recording (with `-record`): tracks written on either side
 //!   since the last establish or resync. A resync copies `target | src | tgt`.
+//! * the grain map of borrowed tracks whose written 4 KiB grains were already copied to the
+//!   target (sub-track copy-on-write, `grain.rs`).
 
+use super::grain::{self, GrainMap, GrainMask};
 use crate::bitmap::TrackBitmap;
 use crate::bitmap::intent::PersistentBitset;
+use crate::geometry::TrackNo;
 use crate::id::VolumeId;
 use crate::volume::Volume;
 use serde::{Deserialize, Serialize};
@@ -73,6 +77,8 @@ pub struct RelState {
     pub target_bits: TrackBitmap,
     pub src_changes: TrackBitmap,
     pub tgt_changes: TrackBitmap,
+    /// Preserved grains of borrowed tracks (`grain.rs`); only tracks whose target bit is 1.
+    pub grains: GrainMap,
     /// Tracks copied since establish or the last resync (counts the increment).
     pub copied: u64,
     /// Withdrawn: callers holding an Arc must stop using it.
@@ -92,6 +98,9 @@ pub struct Relationship {
     /// Tracks whose copy landed since the last checkpoint (kill -9 safe); None without a
     /// store (the model test).
     pub copied: Option<PersistentBitset>,
+    /// Grains copied by sub-track copy-on-write since the last checkpoint (kill -9 safe);
+    /// None without a store, or for a volume too large for grain numbers.
+    pub grain_log: Option<PersistentBitset>,
     state: Mutex<RelState>,
     /// Pre-image journal while revertible (see `revert.rs`); lock order: state, then revert.
     revert: Mutex<Option<super::revert::RevertState>>,
@@ -115,6 +124,7 @@ impl Relationship {
             source,
             target,
             copied,
+            grain_log: None,
             revert: Mutex::new(None),
             state_file: std::sync::OnceLock::new(),
             state: Mutex::new(RelState {
@@ -122,6 +132,7 @@ impl Relationship {
                 target_bits,
                 src_changes: TrackBitmap::new(),
                 tgt_changes: TrackBitmap::new(),
+                grains: GrainMap::new(),
                 copied: 0,
                 withdrawn: false,
                 cursor: 0,
@@ -129,6 +140,18 @@ impl Relationship {
                 generation: 0,
             }),
         }
+    }
+
+    /// The log that makes this relationship's grain marks survive kill -9 (`persist.rs`).
+    pub fn with_grain_log(mut self, log: Option<PersistentBitset>) -> Self {
+        self.grain_log = log;
+        self
+    }
+
+    /// Whether host writes to the source copy grains rather than whole tracks: always
+    /// without a store (the model), with one only where the grain log exists.
+    pub fn grained(&self) -> bool {
+        self.tracks() <= grain::MAX_GRAIN_TRACKS && (self.copied.is_none() || self.grain_log.is_some())
     }
 
     pub fn state(&self) -> MutexGuard<'_, RelState> {
@@ -152,6 +175,11 @@ impl Relationship {
 }
 
 impl RelState {
+    /// The bitmaps a checkpoint stores: target, source changes, target changes, grains.
+    pub fn bitmaps(&self) -> [TrackBitmap; 4] {
+        [self.target_bits.clone(), self.src_changes.clone(), self.tgt_changes.clone(), self.grains.to_bitmap()]
+    }
+
     /// Background copy wanted and not finished.
     pub fn copy_active(&self) -> bool {
         !self.withdrawn
@@ -190,6 +218,7 @@ impl Relationship {
         };
         let mut st = self.state();
         let mut n = 0;
+        st.grains.remove_range(tracks.clone());
         for t in tracks {
             if st.target_bits.remove(crate::geometry::TrackNo(t)) {
                 n += 1;
@@ -199,5 +228,19 @@ impl Relationship {
         drop(st);
         drop(guard);
         Ok(n)
+    }
+
+    /// Record that grains `mask` of borrowed track `t` landed on the target: the grain log
+    /// first (kill -9 safe), then memory, before the source write that needed them.
+    pub fn mark_grains(&self, t: TrackNo, mask: GrainMask) -> std::io::Result<()> {
+        let mut guards = Vec::new();
+        if let Some(log) = &self.grain_log {
+            for r in grain::log_ranges(t, mask) {
+                guards.push(log.mark(r).map_err(|e| std::io::Error::other(e.to_string()))?);
+            }
+        }
+        self.state().grains.add(t, mask);
+        drop(guards);
+        Ok(())
     }
 }

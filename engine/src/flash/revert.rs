@@ -162,6 +162,8 @@ impl super::ImageFlash {
     /// journal; `persist` (the catalog with `revertible` set) runs before memory changes.
     pub fn set_revertible(&self, rel: &Relationship, persist: impl FnOnce() -> Result<()>) -> Result<()> {
         let _barrier = self.lock_pair(rel);
+        // Saved bitmaps and pre-images know whole tracks only (`grain.rs`).
+        self.finish_grains(rel).map_err(|e| Error::io(format!("{}:{}", rel.ids().0, rel.ids().1), &e))?;
         let store = self.store().cloned();
         let saved = {
             let st = rel.state();
@@ -232,16 +234,23 @@ impl super::ImageFlash {
         if let (Some(store), Some(c)) = (self.store(), &rel.copied) {
             let (s, t) = rel.ids();
             let name = super::persist::pair_name(s, t);
-            // The copied set's bits are relative to the current checkpoint: checkpoint the
-            // current bitmaps and clear them before the saved ones become the checkpoint.
-            let token = c.begin_epoch()?;
+            // The copied set's and grain log's bits are relative to the current checkpoint:
+            // checkpoint the current bitmaps and clear them before the saved ones become the
+            // checkpoint.
+            let logs: Vec<_> = std::iter::once(c).chain(rel.grain_log.iter()).collect();
+            let mut tokens = Vec::new();
+            for l in &logs {
+                tokens.push(l.begin_epoch()?);
+            }
             let (g, bits) = {
                 let st = rel.state();
-                (st.generation + 1, [st.target_bits.clone(), st.src_changes.clone(), st.tgt_changes.clone()])
+                (st.generation + 1, st.bitmaps())
             };
             checkpoint::store(&store.dir, &name, g, &bits)?;
             rel.state().generation = g;
-            c.end_epoch(token)?;
+            for (l, token) in logs.iter().zip(tokens) {
+                l.end_epoch(token)?;
+            }
             checkpoint::store(&store.dir, &name, g + 1, &saved)?;
             rel.state().generation = g + 1;
         }
@@ -251,6 +260,8 @@ impl super::ImageFlash {
             st.target_bits = a;
             st.src_changes = b;
             st.tgt_changes = c;
+            // Saved after `finish_grains`, and no source write since: no grains then or now.
+            st.grains.clear();
             st.cursor = 0;
             st.record.revertible = false;
         }

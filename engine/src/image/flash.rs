@@ -325,12 +325,15 @@ impl Image {
             let (s, t) = (self.volumes[&rec.source].clone(), self.volumes[&rec.target].clone());
             self.flash.ensure_journal(&s)?;
             self.flash.ensure_journal(&t)?;
-            let copied = match self.flash.store() {
-                Some(store) => Some(self.flash.with_ckpt_lock(|| store.new_relationship(&s, rec.source, rec.target))?),
-                None => None,
+            let (copied, grains) = match self.flash.store() {
+                Some(store) => {
+                    let logs = self.flash.with_ckpt_lock(|| store.new_relationship(&s, rec.source, rec.target))?;
+                    (Some(logs.copied), logs.grains)
+                }
+                None => (None, None),
             };
             let bits = crate::bitmap::TrackBitmap::full(s.geometry().tracks());
-            let rel = Relationship::with_copied(s, t, rec.clone(), bits, copied);
+            let rel = Relationship::with_copied(s, t, rec.clone(), bits, copied).with_grain_log(grains);
             if let Some(store) = self.flash.store() {
                 let _ = rel.state_file.set(store.state_path(rec.source, rec.target));
             }
@@ -492,11 +495,11 @@ impl Image {
         };
         let next = self.flash_catalog(std::slice::from_ref(&reversed), &[(s, t)]);
         let dir = self.dir.clone();
-        let copied = match self.flash.store() {
+        let logs = match self.flash.store() {
             Some(store) => Some(self.flash.with_ckpt_lock(|| store.new_relationship(&rel.target, t, s))?),
             None => None,
         };
-        self.flash.reverse(rel, reversed, copied, || super::catalog::store(&dir, &next))?;
+        self.flash.reverse(rel, reversed, logs, || super::catalog::store(&dir, &next))?;
         self.record = next;
         if let Some(store) = self.flash.store() {
             self.flash.with_ckpt_lock(|| store.remove_relationship(s, t));
@@ -590,6 +593,9 @@ impl Image {
                 crate::flash::persist::write_state(&state_file, rec.state)?;
             }
             opened.copied.claim()?;
+            if let Some(g) = &opened.grain_log {
+                g.claim()?;
+            }
             if lost {
                 tracing::warn!(
                     "{}:{}: power loss before this start; relationship is Validation Required",
@@ -597,12 +603,14 @@ impl Image {
                     rec.target
                 );
             }
-            let rel = Relationship::with_copied(s, t, rec.clone(), opened.target_bits, Some(opened.copied));
+            let rel = Relationship::with_copied(s, t, rec.clone(), opened.target_bits, Some(opened.copied))
+                .with_grain_log(opened.grain_log);
             let _ = rel.state_file.set(state_file);
             {
                 let mut st = rel.state();
                 st.src_changes = opened.src_changes;
                 st.tgt_changes = opened.tgt_changes;
+                st.grains = opened.grains;
                 st.generation = opened.generation;
                 st.copied = rec.increment.saturating_sub(st.target_bits.len());
             }

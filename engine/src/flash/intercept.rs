@@ -292,43 +292,12 @@ impl ImageFlash {
         let r = tracks(vol, offset, len);
         let (_guard, roles) = self.lock_for(vol, &r);
         let Some(rel) = roles.as_target else { return vol.read(offset, buf) };
-        // Per track: borrowed, and which of its grains already sit on the target.
-        let borrowed: Vec<(bool, GrainMask)> = {
-            let st = rel.state();
-            if st.record.state == FlashState::TgtFailed {
-                return Err(errno(libc::EIO));
-            }
-            r.clone()
-                .map(|t| {
-                    let b = st.target_bits.contains(TrackNo(t));
-                    (b, if b { st.grains.get(TrackNo(t)) } else { 0 })
-                })
-                .collect()
-        };
-        // Where the byte at `at` comes from, and up to where that holds at least.
-        let side = |at: u64| -> (bool, u64) {
-            let t = (at / TRACK_BYTES) as u32;
-            let (b, mask) = borrowed[(t - r.start) as usize];
-            let track_end = (t as u64 + 1) * TRACK_BYTES;
-            if !b || mask == 0 || super::mutant::is(super::mutant::Mutant::ReadIgnoresGrains) {
-                return (b, track_end);
-            }
-            let g = ((at % TRACK_BYTES) / grain::GRAIN_BYTES) as u32;
-            (mask & (1 << g) == 0, (at / grain::GRAIN_BYTES + 1) * grain::GRAIN_BYTES)
-        };
+        let sides = Sides::of(&rel, &r)?;
         // Serve runs from one side at a time.
         let mut at = offset;
         let end = offset + len;
         while at < end {
-            let (from_source, mut stop) = side(at);
-            while stop < end {
-                let (s, next) = side(stop);
-                if s != from_source {
-                    break;
-                }
-                stop = next;
-            }
-            let stop = stop.min(end);
+            let (from_source, stop) = sides.run_end(at, end);
             let chunk = &mut buf[(at - offset) as usize..(stop - offset) as usize];
             if from_source {
                 rel.source.read(at, chunk)?
@@ -338,6 +307,58 @@ impl ImageFlash {
             at = stop;
         }
         Ok(())
+    }
+}
+
+/// Which side answers each byte of a target's tracks `r`: the source where the track is
+/// borrowed and the grain not preserved, the target otherwise (reads and block status).
+pub(super) struct Sides {
+    start: u32,
+    /// Per track: borrowed, and which of its grains already sit on the target.
+    tracks: Vec<(bool, GrainMask)>,
+}
+
+impl Sides {
+    /// Under the tracks' locks. EIO for a `Tgt Failed` relationship.
+    pub(super) fn of(rel: &Relationship, r: &Range<u32>) -> io::Result<Sides> {
+        let st = rel.state();
+        if st.record.state == FlashState::TgtFailed {
+            return Err(errno(libc::EIO));
+        }
+        let tracks = r
+            .clone()
+            .map(|t| {
+                let b = st.target_bits.contains(TrackNo(t));
+                (b, if b { st.grains.get(TrackNo(t)) } else { 0 })
+            })
+            .collect();
+        Ok(Sides { start: r.start, tracks })
+    }
+
+    /// Whether the byte at `at` comes from the source, and a position up to which that holds
+    /// at least (the end of its track or grain).
+    pub(super) fn at(&self, at: u64) -> (bool, u64) {
+        let t = (at / TRACK_BYTES) as u32;
+        let (b, mask) = self.tracks[(t - self.start) as usize];
+        let track_end = (t as u64 + 1) * TRACK_BYTES;
+        if !b || mask == 0 || super::mutant::is(super::mutant::Mutant::ReadIgnoresGrains) {
+            return (b, track_end);
+        }
+        let g = ((at % TRACK_BYTES) / grain::GRAIN_BYTES) as u32;
+        (mask & (1 << g) == 0, (at / grain::GRAIN_BYTES + 1) * grain::GRAIN_BYTES)
+    }
+
+    /// The end of the run of bytes from `at` (before `end`) that one side answers.
+    pub(super) fn run_end(&self, at: u64, end: u64) -> (bool, u64) {
+        let (from_source, mut stop) = self.at(at);
+        while stop < end {
+            let (s, next) = self.at(stop);
+            if s != from_source {
+                break;
+            }
+            stop = next;
+        }
+        (from_source, stop.min(end))
     }
 }
 

@@ -13,7 +13,6 @@
 
 use super::ImageFlash;
 use super::intercept::tracks;
-use super::relationship::FlashState;
 use crate::geometry::{TRACK_BYTES, TrackNo};
 use crate::id::VolumeId;
 use crate::volume::Volume;
@@ -74,24 +73,13 @@ impl ImageFlash {
             own(vol, offset, len, &mut out)?;
             return Ok(out);
         };
-        let borrowed: Vec<bool> = {
-            let st = rel.state();
-            if st.record.state == FlashState::TgtFailed {
-                return Err(io::Error::from_raw_os_error(libc::EIO));
-            }
-            r.clone().map(|t| st.target_bits.contains(TrackNo(t))).collect()
-        };
-        // Runs of tracks answered by one side at a time, as `ImageFlash::read` reads them.
+        // Runs answered by one side at a time, as `ImageFlash::read` reads them (a borrowed
+        // track's preserved grains are the target's).
+        let sides = super::intercept::Sides::of(&rel, &r)?;
         let end = offset + len;
         let mut at = offset;
         while at < end && out.len() < MAX_RUNS {
-            let t = (at / TRACK_BYTES) as u32;
-            let from_source = borrowed[(t - r.start) as usize];
-            let mut stop = (u64::from(t) + 1) * TRACK_BYTES;
-            while stop < end && borrowed[((stop / TRACK_BYTES) as u32 - r.start) as usize] == from_source {
-                stop += TRACK_BYTES;
-            }
-            let stop = stop.min(end);
+            let (from_source, stop) = sides.run_end(at, end);
             let side = if from_source { &rel.source } else { vol };
             let before: u64 = out.iter().map(|s| s.len).sum();
             own(side, at, stop - at, &mut out)?;

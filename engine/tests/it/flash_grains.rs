@@ -151,3 +151,33 @@ fn setflashrevertible_finishes_partly_preserved_tracks() {
     items_ok(t.ok(Request::FlashRevert { image: img.clone(), sources: vec![VolumeId(0x1000)], seqnum: None }));
     assert_eq!(read_all(t.site(), &img, 0x1001), t0, "revert: target != T0");
 }
+
+/// Block status (`base:allocation`) of a target answers a preserved grain from the target:
+/// after the source's grain is trimmed, the target still holds (and reports) T0 data there.
+#[test]
+fn block_status_of_a_target_sees_preserved_grains() {
+    let t = TestSite::new();
+    let img = image(&t);
+    write(t.site(), &img, 0x1000, 0, &pattern(3, T * TRACK_BYTES));
+    let options = FlashOptions { nocopy: true, ..FlashOptions::default() };
+    items_ok(t.ok(Request::FlashCreate { image: img.clone(), pairs: pair(), options }));
+    let t0 = read_all(t.site(), &img, 0x1000);
+    let (src, f) = t.site().open_host(&key(&img, 0x1000)).unwrap();
+    // Trim a whole track (copied whole) and one grain of the next (its grain preserved):
+    // the source has holes where the target holds T0 data.
+    f.trim(&src, 6 * TRACK_BYTES, TRACK_BYTES).unwrap();
+    f.trim(&src, 7 * TRACK_BYTES + GRAIN, GRAIN).unwrap();
+    let (tgt, f) = t.site().open_host(&key(&img, 0x1001)).unwrap();
+    assert_eq!(read_all(t.site(), &img, 0x1001), t0, "target != T0 after source trims");
+    let spans = f.allocation(&tgt, 0, T * TRACK_BYTES).unwrap();
+    let mut at = 0;
+    for s in &spans {
+        // A span reported unallocated must read as zeros (clients skip reading it).
+        if !s.set {
+            let r = &t0[at as usize..(at + s.len) as usize];
+            assert!(r.iter().all(|&b| b == 0), "target reported a hole at {at}+{} over T0 data", s.len);
+        }
+        at += s.len;
+    }
+    assert!(at > 0);
+}

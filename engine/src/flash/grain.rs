@@ -23,8 +23,12 @@
 //! of `tracks × 16` bits, kill -9 safe) after its target write landed and before the source
 //! write that needed it is submitted, exactly as a whole track's mark goes to the copied
 //! set; checkpoints store the map as a fourth bitmap of grain numbers (`track × 16 + grain`).
-//! Volumes of more than 2^28 tracks (16 TiB) would overflow a grain number: their
-//! relationships copy whole tracks, as before.
+//! The log is preallocated like every bookkeeping file: 4 bytes per track (two epochs of 16
+//! bits), 512 KiB for an 8 GiB volume, 512 MiB for 8 TiB. Volumes of more than 2^28 tracks
+//! (16 TiB) would overflow a grain number: their relationships copy whole tracks, as before.
+//!
+//! Reads and block status of a target ask [`super::intercept::Sides`] which side answers each
+//! byte.
 //!
 //! [`PersistentBitset`]: crate::bitmap::intent::PersistentBitset
 

@@ -17,7 +17,7 @@
 //!   the grains not preserved, then clears the bit and the mask together;
 //! * resync starts a new point in time: every mask is dropped with it;
 //! * reverse and `setflashrevertible` first finish every partly preserved track
-//!   ([`super::ImageFlash::finish_grains`]), so neither has to know about grains.
+//!   (`ImageFlash::finish_grains`), so neither has to know about grains.
 //!
 //! Durability: a grain's mark goes to the relationship's grain log (a [`PersistentBitset`]
 //! of `tracks × 16` bits, kill -9 safe) after its target write landed and before the source
@@ -27,7 +27,7 @@
 //! bits), 512 KiB for an 8 GiB volume, 512 MiB for 8 TiB. Volumes of more than 2^28 tracks
 //! (16 TiB) would overflow a grain number: their relationships copy whole tracks, as before.
 //!
-//! Reads and block status of a target ask [`super::intercept::Sides`] which side answers each
+//! Reads and block status of a target ask `intercept::Sides` which side answers each
 //! byte.
 //!
 //! [`PersistentBitset`]: crate::bitmap::intent::PersistentBitset

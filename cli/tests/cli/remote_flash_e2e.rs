@@ -562,7 +562,9 @@ fn remote_flash_kill9_remote_flashd_mid_resync() {
         return;
     }
     let started = Instant::now();
-    let mut r = Rig::two(&["--copy-rate", "4"]);
+    // 2 MiB/s: the ~200-track increment takes ~6 s to copy, so the poll below catches it
+    // mid-copy even when the suite loads both CPUs (at 4 MiB/s it once saw it finished).
+    let mut r = Rig::two(&["--copy-rate", "2"]);
     let size = r.size();
     let mut model = vec![0u8; size as usize];
     let (pre, _) = random_writes(0x61, 30, 0..size, 256 << 10, &mut model);

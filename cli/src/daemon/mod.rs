@@ -230,8 +230,15 @@ impl Copier {
         use std::sync::atomic::Ordering;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut threads = Vec::new();
-        // The rate limit is shared out between the threads.
-        let n_threads = copiers(&site);
+        // The rate limit is shared out between the threads. A pass copies at least one run
+        // (16 tracks, 1 MiB) before a thread looks at the limit, so each thread gets at
+        // least 10 MiB/s of it: more threads would start with a burst of a run each (16 of
+        // them on the pread/pwrite backend: 16 MiB at once under `--copy-rate 2`).
+        let run_bytes = u64::from(RUN_TRACKS) * flashtrack::geometry::TRACK_BYTES;
+        let n_threads = match rate {
+            Some(r) => copiers(&site).min((r / (10 * run_bytes)).max(1) as usize),
+            None => copiers(&site),
+        };
         let rate = rate.map(|r| (r / n_threads as u64).max(1));
         // A rate-limited pass takes about a tenth of a second's worth.
         let budget = rate.map_or(PASS_TRACKS, |r| {

@@ -482,3 +482,35 @@ fn marks_out_of_range_are_refused() {
     j.end_checkpoint(t).unwrap();
     assert!(j.intent().recover().contains(flashtrack_track(99)), "a mark was lost by an abandoned checkpoint");
 }
+
+/// The dirty-page summaries: `is_clear` and `end_epoch` visit only marked pages, and a
+/// reopened file rebuilds them (marks far apart, in both epochs, across an open).
+#[test]
+fn dirty_page_summaries_track_marks_across_epochs_and_open() {
+    use super::intent::{BitsetConfig, BitsetRole, PersistentBitset};
+    let dir = tempfile::tempdir().unwrap();
+    let bc = BitsetConfig {
+        path: dir.path().join("g.grains"),
+        role: BitsetRole::Grains,
+        tag: "IBM.2107-75FA120/1000:1001".into(),
+        tracks: 4_000_000, // 61 pages per epoch
+        boot_id: BOOT_A.into(),
+    };
+    let b = PersistentBitset::create(bc.clone()).unwrap();
+    assert!(b.is_clear());
+    drop(b.mark(3_999_999..4_000_000).unwrap());
+    drop(b.mark(40_000..40_001).unwrap());
+    assert!(!b.is_clear());
+    let t = b.begin_epoch().unwrap();
+    drop(b.mark(1_000_000..1_000_002).unwrap()); // the new epoch
+    b.end_epoch(t).unwrap();
+    assert!(!b.is_clear(), "a mark of the new epoch was cleared with the old one");
+    assert_eq!(b.recover(), set(&[1_000_000..1_000_002]));
+    drop(b);
+    let b = PersistentBitset::open(bc).unwrap();
+    assert!(!b.is_clear(), "the summaries were not rebuilt at open");
+    let t = b.begin_epoch().unwrap();
+    b.end_epoch(t).unwrap();
+    assert!(b.is_clear(), "end_epoch missed a page that held bits at open");
+    assert!(b.recover().is_empty());
+}

@@ -41,9 +41,6 @@ pub const STREAM_DEPTH: usize = 64;
 /// Runs in flight per copier thread while hosts do I/O on the image (seen within
 /// [`HOST_QUIET_MS`]): the copier yields most of the device to them.
 pub const HOST_YIELD_DEPTH: usize = 1;
-/// Tracks per run while hosts are active (64 KiB writes: short holds of the target file's
-/// write lock, which a host's copy-on-write also needs).
-pub const HOST_YIELD_RUN_TRACKS: u32 = 1;
 /// Bytes per second one copier thread copies at most while hosts are active.
 pub const HOST_YIELD_RATE: u64 = 64 << 20;
 /// How recent a host I/O must be for the copier to yield.
@@ -158,11 +155,7 @@ impl ImageFlash {
                 let secs = f64::from(last_tracks) * TRACK_BYTES as f64 / HOST_YIELD_RATE as f64;
                 std::thread::sleep(std::time::Duration::from_secs_f64(secs.min(0.05)));
             }
-            // While hosts are busy, short runs: a run's write holds the target file's write
-            // lock (ext4 serializes buffered writes per file) for as long as it copies, and a
-            // host's copy-on-write to the same file waits that long.
-            let max = if self.host_active(HOST_QUIET_MS) { HOST_YIELD_RUN_TRACKS } else { RUN_TRACKS };
-            let Some(run) = reserve(rel, shared, &mut at, max) else { break };
+            let Some(run) = reserve(rel, shared, &mut at) else { break };
             reserved += run.len() as u32;
             last_tracks = run.len() as u32;
             // Mutant: copy whole windows from each run's start, ignoring which tracks are done.
@@ -345,14 +338,16 @@ impl ImageFlash {
 }
 
 /// Reserve the next run at or after `*at` (or the shared cursor), wrapping once to track 0.
-fn reserve(rel: &Relationship, shared: bool, at: &mut u32, max: u32) -> Option<Range<u32>> {
+fn reserve(rel: &Relationship, shared: bool, at: &mut u32) -> Option<Range<u32>> {
     let mut st = rel.state();
     if st.withdrawn || st.record.state == FlashState::TgtFailed {
         return None;
     }
     let from = if shared { st.cursor } else { *at };
-    let run =
-        st.target_bits.next_run(from, max).or_else(|| if from > 0 { st.target_bits.next_run(0, max) } else { None })?;
+    let run = st
+        .target_bits
+        .next_run(from, RUN_TRACKS)
+        .or_else(|| if from > 0 { st.target_bits.next_run(0, RUN_TRACKS) } else { None })?;
     if shared {
         st.cursor = run.end;
     }

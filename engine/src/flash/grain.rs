@@ -24,8 +24,9 @@
 //! write that needed it is submitted, exactly as a whole track's mark goes to the copied
 //! set; checkpoints store the map as a fourth bitmap of grain numbers (`track × 16 + grain`).
 //! The log is preallocated like every bookkeeping file: 4 bytes per track (two epochs of 16
-//! bits), 512 KiB for an 8 GiB volume, 512 MiB for 8 TiB. Volumes of more than 2^28 tracks
-//! (16 TiB) would overflow a grain number: their relationships copy whole tracks, as before.
+//! bits), 512 KiB for an 8 GiB volume, 512 MiB for 8 TiB; checkpoints visit only the pages
+//! that hold marks. Volumes of 2^28 tracks (16 TiB) or more would overflow a grain number:
+//! their relationships copy whole tracks, as before.
 //!
 //! Reads and block status of a target ask `intercept::Sides` which side answers each
 //! byte.
@@ -43,8 +44,9 @@ pub const GRAIN_BYTES: u64 = 4096;
 pub const GRAINS_PER_TRACK: u32 = (TRACK_BYTES / GRAIN_BYTES) as u32;
 const _: () = assert!(GRAINS_PER_TRACK == 16);
 
-/// The most tracks a relationship may have and still copy grains (grain numbers are u32).
-pub const MAX_GRAIN_TRACKS: u64 = (u32::MAX as u64 + 1) / GRAINS_PER_TRACK as u64;
+/// The most tracks a relationship may have and still copy grains: every grain number and
+/// the grain log's bit count fit in a u32 (2^28 tracks would need 2^32 bits).
+pub const MAX_GRAIN_TRACKS: u64 = u32::MAX as u64 / GRAINS_PER_TRACK as u64;
 
 /// Grains of one track, bit g = bytes `[g × 4 KiB, (g + 1) × 4 KiB)` of the track.
 pub type GrainMask = u16;
@@ -216,6 +218,14 @@ mod tests {
         assert!(runs(0).is_empty());
         assert_eq!(bytes(TrackNo(1), &(14..16), 60_000), TRACK_BYTES + 57_344..TRACK_BYTES + 60_000);
         assert_eq!(log_ranges(TrackNo(3), 0b110), vec![49..51]);
+    }
+
+    #[test]
+    fn the_largest_grained_volume_fits_u32_grain_numbers() {
+        let bits = MAX_GRAIN_TRACKS * GRAINS_PER_TRACK as u64;
+        assert!(bits <= u32::MAX as u64, "{MAX_GRAIN_TRACKS} tracks have {bits} grains: not a u32 count");
+        let last = TrackNo((MAX_GRAIN_TRACKS - 1) as u32);
+        assert_eq!(log_ranges(last, 0x8000), vec![u32::MAX - 16..u32::MAX - 15]);
     }
 
     #[test]

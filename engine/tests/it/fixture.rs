@@ -146,6 +146,23 @@ pub fn fb(image: &ImageId, pool: u16, gib: u64, vols: &[u16]) -> Request {
     }
 }
 
+/// Image IBM.2107-75FA120 with ese FB volumes 1000 and 1001 of `tracks` tracks each (the
+/// FlashCopy tests' pair).
+pub fn fb_pair(t: &TestSite, tracks: u64) -> ImageId {
+    let img = t.image("IBM.2107-75FA120");
+    let spec = VolumeSpec {
+        pool: PoolId(0),
+        capacity: Capacity::Fb { cap: tracks * 128, captype: CapType::Blocks },
+        sam: Sam::Ese,
+    };
+    items_ok(t.ok(Request::VolumeCreate {
+        image: img.clone(),
+        spec,
+        volumes: vec![(VolumeId(0x1000), String::new()), (VolumeId(0x1001), String::new())],
+    }));
+    img
+}
+
 /// mkckdvol of `cyl` cylinders.
 pub fn ckd(image: &ImageId, pool: u16, cyl: u64, vols: &[u16]) -> Request {
     let spec = VolumeSpec { pool: PoolId(pool), capacity: Capacity::Ckd { cylinders: cyl }, sam: Sam::Ese };

@@ -4,29 +4,17 @@
 //! grains, `setflashrevertible` finishes them first, and a resync starts afresh.
 
 use crate::fixture::{TestSite, items_ok, site_ok};
-use flashtrack::control::{Capacity, Reply, Request, VolumeSpec};
+use flashtrack::control::{Reply, Request};
 use flashtrack::flash::relationship::{FlashOptions, FlashState};
-use flashtrack::geometry::{CapType, TRACK_BYTES};
-use flashtrack::id::{ImageId, PoolId, VolumeId, VolumeKey};
-use flashtrack::image::record::Sam;
+use flashtrack::geometry::TRACK_BYTES;
+use flashtrack::id::{ImageId, VolumeId, VolumeKey};
 use flashtrack::site::Site;
 
 const T: u64 = 16;
 const GRAIN: u64 = 4096;
 
 fn image(t: &TestSite) -> ImageId {
-    let img = t.image("IBM.2107-75FA120");
-    let spec = VolumeSpec {
-        pool: PoolId(0),
-        capacity: Capacity::Fb { cap: T * 128, captype: CapType::Blocks },
-        sam: Sam::Ese,
-    };
-    items_ok(t.ok(Request::VolumeCreate {
-        image: img.clone(),
-        spec,
-        volumes: vec![(VolumeId(0x1000), String::new()), (VolumeId(0x1001), String::new())],
-    }));
-    img
+    crate::fixture::fb_pair(t, T)
 }
 
 fn key(img: &ImageId, vol: u16) -> VolumeKey {

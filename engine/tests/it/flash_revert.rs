@@ -3,27 +3,15 @@
 //! consistent point (also across a restart); commitflash keeps the new data.
 
 use crate::fixture::{TestSite, items_ok};
-use flashtrack::control::{Capacity, Reply, Request, VolumeSpec};
+use flashtrack::control::{Reply, Request};
 use flashtrack::flash::relationship::FlashOptions;
-use flashtrack::geometry::{CapType, TRACK_BYTES};
-use flashtrack::id::{ImageId, PoolId, VolumeId, VolumeKey};
-use flashtrack::image::record::Sam;
+use flashtrack::geometry::TRACK_BYTES;
+use flashtrack::id::{ImageId, VolumeId, VolumeKey};
 
 const T: usize = 16;
 
 fn image(t: &TestSite) -> ImageId {
-    let img = t.image("IBM.2107-75FA120");
-    let spec = VolumeSpec {
-        pool: PoolId(0),
-        capacity: Capacity::Fb { cap: T as u64 * 128, captype: CapType::Blocks },
-        sam: Sam::Ese,
-    };
-    items_ok(t.ok(Request::VolumeCreate {
-        image: img.clone(),
-        spec,
-        volumes: vec![(VolumeId(0x1000), String::new()), (VolumeId(0x1001), String::new())],
-    }));
-    img
+    crate::fixture::fb_pair(t, T as u64)
 }
 
 fn write(t: &TestSite, img: &ImageId, vol: u16, track: usize, byte: u8) -> std::io::Result<()> {

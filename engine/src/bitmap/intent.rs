@@ -346,19 +346,12 @@ impl PersistentBitset {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         *pending = false;
         super::fail_point("bitset-end-epoch-before-clear")?;
-        let words = self.epoch(token.old_index);
         // Only the pages that may hold bits (no mark reaches the old epoch any more).
-        for (i, d) in self.dirty[token.old_index].iter().enumerate() {
-            let mut pages = d.swap(0, Ordering::Relaxed);
-            while pages != 0 {
-                let page = i * 64 + pages.trailing_zeros() as usize;
-                pages &= pages - 1;
-                let from = (page * PAGE_WORDS).min(words.len());
-                for w in &words[from..(from + PAGE_WORDS).min(words.len())] {
-                    // Skip zero words so clean pages stay clean.
-                    if w.load(Ordering::Relaxed) != 0 {
-                        w.store(0, Ordering::Relaxed);
-                    }
+        for page in self.dirty_pages(token.old_index, true) {
+            for w in page {
+                // Skip zero words so clean pages stay clean.
+                if w.load(Ordering::Relaxed) != 0 {
+                    w.store(0, Ordering::Relaxed);
                 }
             }
         }
@@ -368,20 +361,23 @@ impl PersistentBitset {
 
     /// Whether no track is marked in either epoch (the pages that may hold bits are scanned).
     pub fn is_clear(&self) -> bool {
-        (0..2).all(|e| {
-            let words = self.epoch(e);
-            self.dirty[e].iter().enumerate().all(|(i, d)| {
-                let mut pages = d.load(Ordering::Relaxed);
-                while pages != 0 {
-                    let page = i * 64 + pages.trailing_zeros() as usize;
-                    pages &= pages - 1;
-                    let from = (page * PAGE_WORDS).min(words.len());
-                    if words[from..(from + PAGE_WORDS).min(words.len())].iter().any(|w| w.load(Ordering::Relaxed) != 0)
-                    {
-                        return false;
-                    }
+        (0..2).all(|e| self.dirty_pages(e, false).flatten().all(|w| w.load(Ordering::Relaxed) == 0))
+    }
+
+    /// The words of each page of epoch `e` its summary names (and, with `take`, the summary
+    /// cleared as it is read).
+    fn dirty_pages(&self, e: usize, take: bool) -> impl Iterator<Item = &[AtomicU64]> {
+        let words = self.epoch(e);
+        self.dirty[e].iter().enumerate().flat_map(move |(i, d)| {
+            let mut pages = if take { d.swap(0, Ordering::Relaxed) } else { d.load(Ordering::Relaxed) };
+            std::iter::from_fn(move || {
+                if pages == 0 {
+                    return None;
                 }
-                true
+                let page = i * 64 + pages.trailing_zeros() as usize;
+                pages &= pages - 1;
+                let from = (page * PAGE_WORDS).min(words.len());
+                Some(&words[from..(from + PAGE_WORDS).min(words.len())])
             })
         })
     }

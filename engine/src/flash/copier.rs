@@ -196,8 +196,7 @@ impl ImageFlash {
                 }
             }
             if result.is_err() {
-                drop(guard);
-                break;
+                break; // the run's locks go with `guard`
             }
             // File the run first, so completions reaped while its later sub-runs are being
             // submitted (a full stream drains) find it; `open` keeps it from finishing early.

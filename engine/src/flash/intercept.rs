@@ -337,7 +337,7 @@ impl Sides {
 
     /// Whether the byte at `at` comes from the source, and a position up to which that holds
     /// at least (the end of its track or grain).
-    pub(super) fn at(&self, at: u64) -> (bool, u64) {
+    fn at(&self, at: u64) -> (bool, u64) {
         let t = (at / TRACK_BYTES) as u32;
         let (b, mask) = self.tracks[(t - self.start) as usize];
         let track_end = (t as u64 + 1) * TRACK_BYTES;

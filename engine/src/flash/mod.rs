@@ -282,31 +282,19 @@ impl ImageFlash {
     /// a stale grain bring back a grain of the old point in time). The caller holds the
     /// checkpoint lock.
     fn fold_copied(&self, rel: &Relationship, name: &str) -> crate::error::Result<()> {
-        let Some(store) = self.store() else { return Ok(()) };
-        let logs: Vec<&crate::bitmap::intent::PersistentBitset> =
-            rel.copied.iter().chain(rel.grain_log.iter()).collect();
+        if self.store().is_none() {
+            return Ok(());
+        }
         // An earlier fold whose checkpoint failed leaves its bits in the epoch the next
         // begin flips into, so one round may not clear everything: repeat (under a resync's
         // barrier nothing marks, so the second round clears the rest).
         for _ in 0..3 {
-            if logs.iter().all(|c| c.is_clear()) {
+            if rel.logs().all(|c| c.is_clear()) {
                 return Ok(());
             }
-            let mut tokens = Vec::new();
-            for c in &logs {
-                tokens.push(c.begin_epoch()?);
-            }
-            let (g, bits) = {
-                let st = rel.state();
-                (st.generation + 1, st.bitmaps())
-            };
-            crate::bitmap::checkpoint::store(&store.dir, name, g, &bits)?;
-            rel.state().generation = g;
-            for (c, token) in logs.iter().zip(tokens) {
-                c.end_epoch(token)?;
-            }
+            self.checkpoint_one(rel, name)?;
         }
-        if logs.iter().all(|c| c.is_clear()) {
+        if rel.logs().all(|c| c.is_clear()) {
             Ok(())
         } else {
             // Only reachable while copies still mark (no barrier: `settle`); resync holds one.
@@ -318,13 +306,34 @@ impl ImageFlash {
         }
     }
 
+    /// Checkpoint `rel` alone and clear its logs: begin their epochs, store the bitmaps as
+    /// the next generation, end the epochs. The caller holds the checkpoint lock.
+    pub(crate) fn checkpoint_one(&self, rel: &Relationship, name: &str) -> crate::error::Result<()> {
+        let Some(store) = self.store() else { return Ok(()) };
+        let mut tokens = Vec::new();
+        for c in rel.logs() {
+            tokens.push(c.begin_epoch()?);
+        }
+        let (g, bits) = {
+            let st = rel.state();
+            (st.generation + 1, st.bitmaps())
+        };
+        crate::bitmap::checkpoint::store(&store.dir, name, g, &bits)?;
+        rel.state().generation = g;
+        for (c, token) in rel.logs().zip(tokens) {
+            c.end_epoch(token)?;
+        }
+        Ok(())
+    }
+
     /// Finish every borrowed track of `rel` whose grains are partly preserved (copy the
     /// rest, clear the bit), so an operation that knows only whole tracks (reverse,
     /// `setflashrevertible`) may follow. The caller holds the pair's barrier.
-    pub(crate) fn finish_grains(&self, rel: &Relationship) -> std::io::Result<()> {
+    pub(crate) fn finish_grains(&self, rel: &Relationship) -> crate::error::Result<()> {
         let tracks: Vec<crate::geometry::TrackNo> = rel.state().grains.tracks().collect();
         for t in tracks {
-            intercept::copy_track(rel, t)?;
+            intercept::copy_track(rel, t)
+                .map_err(|e| crate::error::Error::io(format!("{}:{}", rel.ids().0, rel.ids().1), &e))?;
         }
         Ok(())
     }
@@ -370,7 +379,7 @@ impl ImageFlash {
         E: From<crate::error::Error>,
     {
         let _barrier = self.lock_pair(rel);
-        self.finish_grains(rel).map_err(|e| crate::error::Error::io(format!("{}:{}", rel.ids().0, rel.ids().1), &e))?;
+        self.finish_grains(rel)?;
         let _ckpt = self.ckpt_lock.lock().unwrap_or_else(|p| p.into_inner());
         let bits = {
             let st = rel.state();

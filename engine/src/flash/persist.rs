@@ -292,12 +292,11 @@ impl ImageFlash {
         }
         let mut ct = Vec::new();
         for r in &rels {
-            if let Some(c) = &r.copied {
-                ct.push((r.clone(), false, c.begin_epoch()?));
+            let mut tokens = Vec::new();
+            for c in r.logs() {
+                tokens.push(c.begin_epoch()?);
             }
-            if let Some(c) = &r.grain_log {
-                ct.push((r.clone(), true, c.begin_epoch()?));
-            }
+            ct.push((r.clone(), tokens));
         }
         for r in &rels {
             let (gen_, bitmaps) = {
@@ -314,8 +313,8 @@ impl ImageFlash {
         for h in self.all_hooks() {
             h.checkpoint()?; // PPRC out-of-sync sets, inside the same epochs
         }
-        for (r, grains, tok) in ct {
-            if let Some(c) = if grains { &r.grain_log } else { &r.copied } {
+        for (r, tokens) in ct {
+            for (c, tok) in r.logs().zip(tokens) {
                 c.end_epoch(tok)?;
             }
         }
@@ -344,7 +343,7 @@ impl ImageFlash {
             }
         }
         for r in self.relationships() {
-            for c in r.copied.iter().chain(r.grain_log.iter()) {
+            for c in r.logs() {
                 c.mark_clean()?;
             }
         }

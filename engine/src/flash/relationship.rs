@@ -154,6 +154,12 @@ impl Relationship {
         self.tracks() <= grain::MAX_GRAIN_TRACKS && (self.copied.is_none() || self.grain_log.is_some())
     }
 
+    /// The kill -9 safe logs whose bits are relative to the last checkpoint: the copied set,
+    /// then the grain log.
+    pub fn logs(&self) -> impl Iterator<Item = &PersistentBitset> {
+        self.copied.iter().chain(self.grain_log.iter())
+    }
+
     pub fn state(&self) -> MutexGuard<'_, RelState> {
         // Bitmaps are only changed by whole operations under the lock; a panic elsewhere
         // leaves them as the last completed operation made them.

@@ -163,7 +163,7 @@ impl super::ImageFlash {
     pub fn set_revertible(&self, rel: &Relationship, persist: impl FnOnce() -> Result<()>) -> Result<()> {
         let _barrier = self.lock_pair(rel);
         // Saved bitmaps and pre-images know whole tracks only (`grain.rs`).
-        self.finish_grains(rel).map_err(|e| Error::io(format!("{}:{}", rel.ids().0, rel.ids().1), &e))?;
+        self.finish_grains(rel)?;
         let store = self.store().cloned();
         let saved = {
             let st = rel.state();
@@ -231,26 +231,13 @@ impl super::ImageFlash {
     /// caller holds the barrier and the checkpoint lock. Idempotent until the files go.
     fn finish_revert(&self, rel: &Relationship) -> Result<()> {
         let Some(saved) = rel.revert_data()? else { return Ok(()) };
-        if let (Some(store), Some(c)) = (self.store(), &rel.copied) {
+        if let (Some(store), Some(_)) = (self.store(), &rel.copied) {
             let (s, t) = rel.ids();
             let name = super::persist::pair_name(s, t);
-            // The copied set's and grain log's bits are relative to the current checkpoint:
-            // checkpoint the current bitmaps and clear them before the saved ones become the
-            // checkpoint.
-            let logs: Vec<_> = std::iter::once(c).chain(rel.grain_log.iter()).collect();
-            let mut tokens = Vec::new();
-            for l in &logs {
-                tokens.push(l.begin_epoch()?);
-            }
-            let (g, bits) = {
-                let st = rel.state();
-                (st.generation + 1, st.bitmaps())
-            };
-            checkpoint::store(&store.dir, &name, g, &bits)?;
-            rel.state().generation = g;
-            for (l, token) in logs.iter().zip(tokens) {
-                l.end_epoch(token)?;
-            }
+            // The logs' bits are relative to the current checkpoint: checkpoint the current
+            // bitmaps and clear them before the saved ones become the checkpoint.
+            self.checkpoint_one(rel, &name)?;
+            let g = rel.state().generation;
             checkpoint::store(&store.dir, &name, g + 1, &saved)?;
             rel.state().generation = g + 1;
         }

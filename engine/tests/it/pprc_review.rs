@@ -188,7 +188,7 @@ fn r4_revertflash_on_a_tgtpprc_primary_is_not_mirrored() {
 /// target whose source is the other pair's secondary. Each host write holds its track locks
 /// (on its volume and its FlashCopy source) across the link; each remote apply needs the
 /// locks the other write holds. Cycle, broken only by MIRROR_TIMEOUT (10 s): both pairs suspend.
-/// Still runs on demand (it fails until the limit is lifted):
+/// Still runs on demand (it fails until the limit is lifted): `scripts/known-limits.sh`, or
 /// `cargo test -p flashtrack --test it -- --ignored r5_track_locks`.
 #[test]
 #[ignore = "known limit (ARCHITECTURE.md, flash/pprc.rs): a Metro Mirror write holds its track locks across the link; crossed pairs with FlashCopy at both ends stall until MIRROR_TIMEOUT and suspend"]

@@ -12,8 +12,8 @@ use crate::geometry::CapType;
 use crate::id::{HostId, ImageId, LssId, MachineType, PoolId, VolGrpId, VolumeId};
 use crate::image::hosts::Endpoint;
 use crate::image::record::{
-    HostRecord, LcuType, PoolRecord, PprcPairRecord, PprcPathRecord, PprcType, Sam, StorageType, VolGrpRecord,
-    VolGrpType, VolumeRecord,
+    AddrDiscovery, HostRecord, LcuType, PoolRecord, PprcPairRecord, PprcPathRecord, PprcType, Sam, StorageType,
+    VolGrpRecord, VolGrpType, VolumeRecord,
 };
 use crate::link::{LinkProps, LinkStats};
 use serde::{Deserialize, Serialize};
@@ -480,6 +480,8 @@ pub struct HostSpec {
     /// Empty = all ports.
     pub ioports: Vec<String>,
     pub nbdport: Option<u16>,
+    #[serde(default)]
+    pub addrdiscovery: AddrDiscovery,
 }
 
 /// A value a change can set or clear (`Option<Option<T>>` would not survive JSON: its
@@ -510,6 +512,8 @@ pub struct HostChange {
     pub volgrp: Option<Assign<VolGrpId>>,
     pub ioports: Option<Vec<String>>,
     pub nbdport: Option<Assign<u16>>,
+    #[serde(default)]
+    pub addrdiscovery: Option<AddrDiscovery>,
 }
 
 /// One host connection as `lshostconnect` / `showhostconnect` show it.

@@ -209,6 +209,10 @@ pub(super) static STORAGE: &[Verb] = &[
     },
 ];
 
+/// `-lbs`: only 512 is served (see commands/hosts.rs).
+const LBS: Kind = Kind::Enum(&["512", "520"]);
+const ADDR_DISCOVERY: Kind = Kind::Enum(&["reportlun", "lunpolling"]);
+
 pub(super) static HOSTS: &[Verb] = &[
     Verb {
         name: "mkvolgrp",
@@ -263,10 +267,13 @@ pub(super) static HOSTS: &[Verb] = &[
         summary: "Creates a host connection: its own NBD endpoint (a socket in the home, or -nbdport, an extension) serving its volume group.",
         flags: &[
             req("-wwname", Kind::Value("wwpn")),
-            req("-hosttype", Kind::Enum(HOST_TYPES)),
+            f("-hosttype", Kind::Enum(HOST_TYPES)),
+            f("-profile", Kind::Value("host_profile")),
             f("-portgrp", Kind::Value("port_grp_number")),
             f("-volgrp", Kind::Value("volume_group_ID")),
             f("-ioport", Kind::Value("port_ID,...|all")),
+            f("-lbs", LBS),
+            f("-addrdiscovery", ADDR_DISCOVERY),
             f("-nbdport", Kind::Value("tcp_port")),
         ],
         ids: Ids::Required,
@@ -301,9 +308,12 @@ pub(super) static HOSTS: &[Verb] = &[
             f("-name", Kind::Value("new_host_name")),
             f("-wwname", Kind::Value("wwpn")),
             f("-hosttype", Kind::Enum(HOST_TYPES)),
+            f("-profile", Kind::Value("host_profile")),
             f("-portgrp", Kind::Value("port_grp_number")),
             f("-volgrp", Kind::Value("volume_group_ID|none")),
             f("-ioport", Kind::Value("port_ID,...|all")),
+            f("-lbs", LBS),
+            f("-addrdiscovery", ADDR_DISCOVERY),
             f("-nbdport", Kind::Value("tcp_port|none")),
         ],
         ids: Ids::Required,

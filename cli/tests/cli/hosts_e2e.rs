@@ -67,6 +67,7 @@ fn host(n: u8, volgrp: Option<u32>, nbdport: Option<u16>) -> Request {
             volgrp: volgrp.map(VolGrpId),
             ioports: Vec::new(),
             nbdport,
+            addrdiscovery: Default::default(),
         },
     }
 }

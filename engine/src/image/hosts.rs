@@ -15,7 +15,10 @@
 //! * a volume may be in several groups; `chvolgrp -action add` of a member and `remove` of
 //!   a non-member are refused (nothing changes), `replace` sets the members;
 //! * removing a group leaves its host connections without a group (they reach nothing);
-//! * a WWPN is unique among the image's host connections, and so is an `-nbdport`.
+//! * a WWPN is unique among the image's host connections, and so is an `-nbdport`;
+//! * `-addrdiscovery lunpolling` limits a host to the first 256 existing volumes of its
+//!   group (LUNs 00-FF in ascending volume ID order): a 257th is not listed and cannot be
+//!   opened, and it comes into reach when a volume before it goes.
 
 use super::Image;
 use super::sessions::HostSessions;
@@ -117,9 +120,7 @@ impl Image {
 
     /// The volumes `host` reaches, ascending.
     pub fn host_volumes(&self, host: HostId) -> Vec<VolumeId> {
-        let Some(g) = self.record.hosts.get(&host).and_then(|h| h.volgrp) else { return Vec::new() };
-        let Some(g) = self.record.volgrps.get(&g) else { return Vec::new() };
-        g.volumes.iter().copied().filter(|v| self.record.volumes.contains_key(v)).collect()
+        host_volumes(&self.record, host)
     }
 
     /// Where host connection `rec` listens (the site home is the image directory's parent).
@@ -277,6 +278,7 @@ impl Image {
             volgrp: spec.volgrp,
             ioports,
             nbdport: spec.nbdport,
+            addrdiscovery: spec.addrdiscovery,
         };
         let mut next = self.record.clone();
         // The ID does not exist until this succeeds: a refusal names the host by its name.
@@ -316,6 +318,9 @@ impl Image {
         if let Some(p) = c.nbdport {
             h.nbdport = p.into_option();
         }
+        if let Some(a) = c.addrdiscovery {
+            h.addrdiscovery = a;
+        }
         let moved = self.record.hosts.get(&id).is_some_and(|old| old.nbdport != h.nbdport);
         let mut next = self.record.clone();
         Self::check_host(&next, &h)?;
@@ -338,13 +343,27 @@ impl Image {
     }
 }
 
+/// The volumes `host` reaches by `record`, ascending: its group's existing members, the
+/// first 256 of them only when the host polls LUNs.
+fn host_volumes(record: &ImageRecord, host: HostId) -> Vec<VolumeId> {
+    let Some(h) = record.hosts.get(&host) else { return Vec::new() };
+    let Some(g) = h.volgrp.and_then(|g| record.volgrps.get(&g)) else { return Vec::new() };
+    let existing = g.volumes.iter().copied().filter(|v| record.volumes.contains_key(v));
+    existing.take(h.addrdiscovery.max_luns().unwrap_or(usize::MAX)).collect()
+}
+
 /// Whether `host` reaches `volume` by `record`.
 fn reaches(record: &ImageRecord, host: HostId, volume: VolumeId) -> bool {
-    record.volumes.contains_key(&volume)
-        && record
-            .hosts
-            .get(&host)
-            .and_then(|h| h.volgrp)
-            .and_then(|g| record.volgrps.get(&g))
-            .is_some_and(|g| g.volumes.contains(&volume))
+    let Some(h) = record.hosts.get(&host) else { return false };
+    let Some(g) = h.volgrp.and_then(|g| record.volgrps.get(&g)) else { return false };
+    if !record.volumes.contains_key(&volume) || g.volumes.binary_search(&volume).is_err() {
+        return false;
+    }
+    match h.addrdiscovery.max_luns() {
+        None => true,
+        // Its LUN: the members before it that exist.
+        Some(max) => {
+            g.volumes.iter().take_while(|v| **v < volume).filter(|v| record.volumes.contains_key(v)).count() < max
+        }
+    }
 }

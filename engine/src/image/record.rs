@@ -128,6 +128,29 @@ pub struct VolGrpRecord {
     pub volumes: Vec<VolumeId>,
 }
 
+/// How a host connection's host finds its LUNs (`-addrdiscovery`). With LUN polling a host
+/// probes LUNs 0-255 one by one, so it reaches at most the first 256 volumes of its group
+/// (by ascending volume ID, the group's LUN order); REPORT LUNS has no such limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddrDiscovery {
+    #[default]
+    ReportLun,
+    LunPolling,
+}
+
+impl AddrDiscovery {
+    /// LUNs LUN polling reaches (00-FF).
+    pub const POLLED_LUNS: usize = 256;
+
+    /// Most volumes of its group a host reaches (`None`: all of them).
+    pub fn max_luns(self) -> Option<usize> {
+        match self {
+            AddrDiscovery::ReportLun => None,
+            AddrDiscovery::LunPolling => Some(Self::POLLED_LUNS),
+        }
+    }
+}
+
 /// A host connection: a host (named by its WWPN) and its own NBD endpoint, through which it
 /// reaches the volumes of its volume group and nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +168,9 @@ pub struct HostRecord {
     /// Loopback TCP port of the endpoint (extension `-nbdport`); None = a Unix socket in the
     /// site home (see `image::hosts::socket_path`).
     pub nbdport: Option<u16>,
+    /// Catalogs written before `-addrdiscovery` existed load as REPORT LUNS.
+    #[serde(default)]
+    pub addrdiscovery: AddrDiscovery,
 }
 
 /// One storage image: everything its catalog file holds.
@@ -307,5 +333,19 @@ impl PprcPairRecord {
             PprcRole::Primary => (self.local, self.remote_volume),
             PprcRole::Secondary => (self.remote_volume, self.local),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_connection_from_before_addrdiscovery_loads_as_report_luns() {
+        let old = r#"{"id":0,"name":"h","wwpn":"10000090FAF6D5A4","hosttype":"pSeries","portgrp":0,
+            "volgrp":null,"ioports":[],"nbdport":null}"#;
+        let h: HostRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(h.addrdiscovery, AddrDiscovery::ReportLun);
+        assert_eq!(AddrDiscovery::LunPolling.max_luns(), Some(256));
     }
 }

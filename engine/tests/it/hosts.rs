@@ -8,7 +8,7 @@ use flashtrack::error::ErrorKind;
 use flashtrack::flash::relationship::FlashOptions;
 use flashtrack::id::{HostId, ImageId, VolGrpId, VolumeId, VolumeKey};
 use flashtrack::image::hosts::Endpoint;
-use flashtrack::image::record::VolGrpType;
+use flashtrack::image::record::{AddrDiscovery, VolGrpType};
 
 fn vols(v: &[u16]) -> Vec<VolumeId> {
     v.iter().map(|&v| VolumeId(v)).collect()
@@ -31,6 +31,7 @@ fn spec(name: &str, wwpn: &str, volgrp: Option<u32>) -> HostSpec {
         volgrp: volgrp.map(VolGrpId),
         ioports: Vec::new(),
         nbdport: None,
+        addrdiscovery: AddrDiscovery::ReportLun,
     }
 }
 
@@ -122,6 +123,46 @@ fn map256_groups_hold_256_volumes() {
     t.unchanged(&img, |t| assert_eq!(t.err(group(257)), ErrorKind::VolGrpFull));
     items_ok(t.ok(group(256)));
     t.unchanged(&img, |t| assert_eq!(t.err(chvolgrp(&img, 0, VolGrpAction::Add, &[0x1200])), ErrorKind::VolGrpFull));
+}
+
+#[test]
+fn lun_polling_reaches_the_first_256_volumes_of_the_group() {
+    let t = TestSite::new();
+    let img = t.image("IBM.2107-75FA120");
+    // 257 volumes: LSS 10 whole (LUNs 00-FF) and 1200 (the 257th).
+    let mut ids: Vec<u16> = (0..256).map(|v| 0x1000 + v).collect();
+    ids.push(0x1200);
+    items_ok(t.ok(fb(&img, 0, 1, &ids)));
+    items_ok(t.ok(mkvolgrp(&img, "all", &ids)));
+    let polling = HostSpec { addrdiscovery: AddrDiscovery::LunPolling, ..spec("p", "10000090faf6d5a4", Some(0)) };
+    items_ok(t.ok(mkhost(&img, polling)));
+    items_ok(t.ok(mkhost(&img, spec("r", "10000090faf6d5a5", Some(0)))));
+    let site = t.site();
+    let count = |h| site.host_volume_keys(&img, HostId(h)).len();
+    assert_eq!((count(0), count(1)), (256, 257), "LUN polling sees LUNs 00-FF, REPORT LUNS all");
+    assert!(site.open_host_via(&img, HostId(0), &key(&img, 0x1200)).is_none(), "the 257th is out of reach");
+    assert!(site.open_host_via(&img, HostId(1), &key(&img, 0x1200)).is_some());
+    let (_g, _f, s10ff) = site.open_host_via(&img, HostId(0), &key(&img, 0x10FF)).unwrap();
+    // A volume before it leaves: 1200 becomes LUN FF and comes into reach.
+    items_ok(t.ok(chvolgrp(&img, 0, VolGrpAction::Remove, &[0x1000])));
+    assert!(site.open_host_via(&img, HostId(0), &key(&img, 0x1200)).is_some());
+    assert!(!s10ff.is_revoked());
+    // It comes back: 10FF is LUN FF again, 1200 the 257th. Sessions on 1200 would end; the
+    // switch to REPORT LUNS and back shows the change takes effect on a live connection.
+    let (_g2, _f2, s1200) = site.open_host_via(&img, HostId(0), &key(&img, 0x1200)).unwrap();
+    items_ok(t.ok(chvolgrp(&img, 0, VolGrpAction::Add, &[0x1000])));
+    assert!(s1200.is_revoked(), "pushed past LUN FF: its session ends");
+    assert_eq!(s1200.enter().unwrap_err().raw_os_error(), Some(libc::ESHUTDOWN));
+    assert!(!s10ff.is_revoked());
+    let report = HostChange { addrdiscovery: Some(AddrDiscovery::ReportLun), ..Default::default() };
+    items_ok(t.ok(Request::HostChange { image: img.clone(), host: HostId(0), change: report }));
+    assert_eq!(count(0), 257);
+    let (_g3, _f3, s1200) = site.open_host_via(&img, HostId(0), &key(&img, 0x1200)).unwrap();
+    let poll = HostChange { addrdiscovery: Some(AddrDiscovery::LunPolling), ..Default::default() };
+    items_ok(t.ok(Request::HostChange { image: img.clone(), host: HostId(0), change: poll }));
+    assert!(s1200.is_revoked());
+    let Reply::Hosts(h) = t.ok(Request::HostList { image: img.clone() }) else { panic!() };
+    assert_eq!(h[0].record.addrdiscovery, AddrDiscovery::LunPolling);
 }
 
 #[test]

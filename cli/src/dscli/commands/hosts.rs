@@ -8,8 +8,13 @@
 //! addrDiscovery endpoint`; `showhostconnect` also shows `sessions`. `endpoint` and
 //! `sessions` are extensions: where the connection's NBD endpoint listens
 //! (`unix:HOME/hosts/IMAGE-ID.sock` or `tcp:127.0.0.1:PORT`) and how many NBD sessions are
-//! open through it. Every volume is 512-byte FB or slot-layout CKD, so `LBS` is always 512
-//! and `addrDiscovery` `reportLUN`.
+//! open through it.
+//!
+//! `-profile` names the host type by its `Profile` column (one of `-hosttype`/`-profile`).
+//! Every volume is served in 512-byte blocks (FB, or CKD in its slot layout), so `LBS` is
+//! always 512 and `-lbs 520` (OS/400's 520-byte sectors) is refused as not supported.
+//! `-addrdiscovery lunpolling` limits the host to LUNs 00-FF, the first 256 volumes of its
+//! group (engine `image::hosts`); `reportlun` (the default here [D]) reaches all of them.
 
 use super::{act, bad_id, ids, image_of, print_report, remove_each};
 use crate::dscli::ids::{self as idp, Scoped};
@@ -19,7 +24,7 @@ use crate::dscli::session::{Res, Session};
 use crate::dscli::verb::Invocation;
 use flashtrack::control::{Assign, HostChange, HostSpec, HostView, Reply, Request, VolGrpAction};
 use flashtrack::id::{ImageId, VolGrpId, VolumeId};
-use flashtrack::image::record::{VolGrpRecord, VolGrpType};
+use flashtrack::image::record::{AddrDiscovery, VolGrpRecord, VolGrpType};
 
 /// Host types: the name IBM spells and the `Profile` column [R, except iSeries: C].
 pub const HOST_TYPE_TABLE: &[(&str, &str)] = &[
@@ -41,6 +46,49 @@ fn host_type(word: &str) -> String {
 
 fn profile(hosttype: &str) -> &'static str {
     HOST_TYPE_TABLE.iter().find(|t| t.0 == hosttype).map(|t| t.1).unwrap_or("-")
+}
+
+/// `-hosttype`, or the host type whose `Profile` `-profile` names; not both.
+fn hosttype_flag(s: &mut Session, inv: &Invocation) -> Res<Option<String>> {
+    let verb = inv.verb.name;
+    match (inv.flag("-hosttype"), inv.flag("-profile")) {
+        (Some(_), Some(_)) => s.fail(messages::EXCLUSIVE.line(verb, &["-hosttype", "-profile"]), exit::SYNTAX),
+        (Some(t), None) => Ok(Some(host_type(t))),
+        (None, Some(p)) => match HOST_TYPE_TABLE.iter().find(|t| t.1.eq_ignore_ascii_case(p.trim())) {
+            Some(t) => Ok(Some(t.0.to_string())),
+            None => s.fail(
+                messages::BAD_VALUE
+                    .line(verb, &["-profile", p, "a Profile as lshostconnect shows it, e.g. \"IBM pSeries - AIX\""]),
+                exit::SYNTAX,
+            ),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+/// `-lbs 512` is what every volume is served in; 520 cannot be.
+fn lbs_flag(s: &mut Session, inv: &Invocation) -> Res<()> {
+    match inv.flag("-lbs") {
+        Some("520") => s.fail(
+            messages::NOT_SUPPORTED.line(inv.verb.name, &["-lbs 520", "volumes are served in 512-byte blocks"]),
+            exit::SYNTAX,
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn addrdiscovery_flag(inv: &Invocation) -> Option<AddrDiscovery> {
+    inv.flag("-addrdiscovery").map(|v| {
+        if v.eq_ignore_ascii_case("lunpolling") { AddrDiscovery::LunPolling } else { AddrDiscovery::ReportLun }
+    })
+}
+
+/// The `addrDiscovery` column.
+fn addrdiscovery_name(a: AddrDiscovery) -> &'static str {
+    match a {
+        AddrDiscovery::ReportLun => "reportLUN",
+        AddrDiscovery::LunPolling => "LUNPolling",
+    }
 }
 
 fn vgtype(word: Option<&str>) -> VolGrpType {
@@ -270,6 +318,10 @@ pub fn mkhostconnect(s: &mut Session, inv: &Invocation) -> Res {
     let name = one(s, inv, "host name")?.to_string();
     check_name(s, inv, &name)?;
     let wwpn = wwpn_flag(s, inv)?.expect("-wwname is required");
+    let Some(hosttype) = hosttype_flag(s, inv)? else {
+        return s.fail(messages::MISSING_FLAG.line(inv.verb.name, &["-hosttype or -profile"]), exit::SYNTAX);
+    };
+    lbs_flag(s, inv)?;
     let portgrp = number::<u8>(s, inv, "-portgrp", "a number 0-255 expected")?.unwrap_or(0);
     let volgrp = volgrp_flag(s, inv, false)?.flatten();
     let ioports = ioport_flag(s, inv)?.unwrap_or_default();
@@ -279,11 +331,12 @@ pub fn mkhostconnect(s: &mut Session, inv: &Invocation) -> Res {
     let spec = HostSpec {
         name,
         wwpn,
-        hosttype: host_type(inv.flag("-hosttype").unwrap_or_default()),
+        hosttype,
         portgrp,
         volgrp: volgrp.map(|g| g.id),
         ioports,
         nbdport,
+        addrdiscovery: addrdiscovery_flag(inv).unwrap_or_default(),
     };
     // The new ID is the engine's to choose: the outcome names it.
     let resp = s.request(inv.verb.name, Request::HostCreate { image, spec })?;
@@ -346,7 +399,7 @@ pub fn list_hosts(s: &mut Session, inv: &Invocation) -> Res {
             ports(h),
         ];
         if long {
-            row.extend(["512".into(), "reportLUN".into(), h.endpoint.to_string()]);
+            row.extend(["512".into(), addrdiscovery_name(rec.addrdiscovery).into(), h.endpoint.to_string()]);
         }
         if show {
             row.push(h.sessions.to_string());
@@ -359,13 +412,24 @@ pub fn list_hosts(s: &mut Session, inv: &Invocation) -> Res {
 
 pub fn chhostconnect(s: &mut Session, inv: &Invocation) -> Res {
     let verb = inv.verb.name;
-    let changes = ["-name", "-wwname", "-hosttype", "-portgrp", "-volgrp", "-ioport", "-nbdport"];
+    let changes = [
+        "-name",
+        "-wwname",
+        "-hosttype",
+        "-profile",
+        "-portgrp",
+        "-volgrp",
+        "-ioport",
+        "-lbs",
+        "-addrdiscovery",
+        "-nbdport",
+    ];
     if !changes.iter().any(|f| inv.has(f)) {
-        return s.fail(
-            messages::MISSING_FLAG.line(verb, &["-name, -wwname, -hosttype, -portgrp, -volgrp, -ioport or -nbdport"]),
-            exit::SYNTAX,
-        );
+        let all = "-name, -wwname, -hosttype, -profile, -portgrp, -volgrp, -ioport, -lbs, -addrdiscovery or -nbdport";
+        return s.fail(messages::MISSING_FLAG.line(verb, &[all]), exit::SYNTAX);
     }
+    let hosttype = hosttype_flag(s, inv)?;
+    lbs_flag(s, inv)?;
     let wanted = ids(s, inv, idp::hosts(&inv.ids))?;
     let name = inv.flag("-name").map(str::to_string);
     if let Some(n) = &name {
@@ -375,11 +439,12 @@ pub fn chhostconnect(s: &mut Session, inv: &Invocation) -> Res {
     let change = HostChange {
         name,
         wwpn: wwpn_flag(s, inv)?,
-        hosttype: inv.flag("-hosttype").map(host_type),
+        hosttype,
         portgrp: number::<u8>(s, inv, "-portgrp", "a number 0-255 expected")?,
         volgrp: volgrp.as_ref().map(|g| g.as_ref().map_or(Assign::Clear, |g| Assign::Set(g.id))),
         ioports: ioport_flag(s, inv)?,
         nbdport: port_flag(s, inv, true)?.map(|p| p.map_or(Assign::Clear, Assign::Set)),
+        addrdiscovery: addrdiscovery_flag(inv),
     };
     let mut scoped = all_images(&wanted);
     if let Some(Some(g)) = &volgrp {

@@ -299,6 +299,22 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
     Some(a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len())))
 }
 
+/// Writes every ack, in order per client, to `CARGO_TARGET_TMPDIR/<test>-acks.log` (one line
+/// each: phase, offset, length, seed, whether the copy still ran), so a failure can be traced
+/// to the write that should have landed; returns the path.
+fn log_acks(phases: &[(&str, &[Ack])]) -> std::path::PathBuf {
+    use std::fmt::Write as _;
+    let mut text = String::from("# phase offset len seed during_copy\n");
+    for (name, acks) in phases {
+        for a in *acks {
+            let _ = writeln!(text, "{name} {} {} {:#x} {}", a.offset, a.len, a.seed, a.during_copy);
+        }
+    }
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("eight_writers-acks.log");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn eight_writers_race_the_copies_and_every_ack_lands() {
     let seed: u64 = std::env::var("NBD_E2E_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_0004);
@@ -340,6 +356,7 @@ fn eight_writers_race_the_copies_and_every_ack_lands() {
     let raced1 = phase1.iter().filter(|a| a.during_copy).count();
     assert!(raced1 > 0, "no write was acknowledged while the copy ran");
     apply(&mut model, &phase1);
+    println!("ack log: {}", log_acks(&[("fill", &fill), ("copy", &phase1)]).display());
     assert_eq!(first_diff(&read_all(&ep, "1001", size), &t0), None, "target != T0 model (seed {seed:#x})");
     assert_eq!(first_diff(&read_all(&ep, "1000", size), &model), None, "source != model (seed {seed:#x})");
     let p1 = model.clone();
@@ -352,6 +369,7 @@ fn eight_writers_race_the_copies_and_every_ack_lands() {
     let raced2 = phase2.iter().filter(|a| a.during_copy).count();
     assert!(raced2 > 0, "no write was acknowledged while the resync copy ran");
     apply(&mut model, &phase2);
+    log_acks(&[("fill", &fill), ("copy", &phase1), ("resync", &phase2)]);
     assert_eq!(first_diff(&read_all(&ep, "1001", size), &p1), None, "target != resync point (seed {seed:#x})");
     assert_eq!(first_diff(&read_all(&ep, "1000", size), &model), None, "source != model (seed {seed:#x})");
     println!(

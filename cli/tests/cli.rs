@@ -10,6 +10,8 @@ mod flash_e2e;
 mod flash_failpoints;
 #[path = "cli/fuse_e2e.rs"]
 mod fuse_e2e;
+#[path = "cli/fuse_props.rs"]
+mod fuse_props;
 #[path = "cli/golden.rs"]
 mod golden;
 #[path = "cli/hosts_e2e.rs"]

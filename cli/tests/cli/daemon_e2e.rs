@@ -1,6 +1,6 @@
 //! flashd end to end with real NBD clients: images of both machine types, pools, FB and CKD
-//! volumes (one pool on a loop device when root), qemu-io / qemu-img / nbdinfo over
-//! nbd.sock, sparse usage, malformed NBD requests, clean shutdown. The I/O backend is the
+//! volumes (pools on loop devices when root, 512-byte and 4K sectors), qemu-io / qemu-img /
+//! nbdinfo over nbd.sock, sparse usage, malformed NBD requests, clean shutdown. The I/O backend is the
 //! one `FLASHTRACK_IO` selects (scripts/test.sh runs this on both).
 
 use crate::site_proc::{Daemon, all_ok, fb_request, have, is_root};
@@ -8,6 +8,7 @@ use flashtrack::control::{Capacity, Reply, Request, VolumeSpec};
 use flashtrack::geometry::CapType;
 use flashtrack::id::{ImageId, LssId, PoolId, VolumeId};
 use flashtrack::image::record::{LcuType, Sam, StorageType};
+use flashtrack::nbd::client::{Client, Endpoint};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
@@ -206,6 +207,15 @@ fn malformed_requests(d: &Daemon) {
     drop(s);
 }
 
+/// A loop device, detached on drop.
+struct Detach(String);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
 #[test]
 fn a_pool_on_a_loop_device() {
     if !is_root() {
@@ -224,12 +234,6 @@ fn a_pool_on_a_loop_device() {
         return;
     }
     let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    struct Detach(String);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").args(["-d", &self.0]).status();
-        }
-    }
     let _detach = Detach(dev.clone());
     let d = Daemon::start(home.path());
     let img: ImageId = "IBM.2107-75FA120".parse().unwrap();
@@ -351,5 +355,80 @@ fn a_pool_on_a_loop_device() {
     } else {
         eprintln!("SKIP (part of a_pool_on_a_loop_device): could not mkfs and mount a loop device");
     }
+    assert_eq!(d.stop(), Some(0));
+}
+
+/// NBD advertises the pool device's logical block size as the minimum block size: 4096 on a
+/// 4K-sector device, 512 on a 512-byte one and on a file pool. Requests smaller than a 4K
+/// sector are still served (read-modify-write of the sector, volume/backing.rs).
+#[test]
+fn nbd_block_size_follows_the_pool_device_sector_size() {
+    let test = "nbd_block_size_follows_the_pool_device_sector_size";
+    if !is_root() {
+        eprintln!("SKIP {test}: needs root for losetup");
+        return;
+    }
+    if !have("losetup", test) || !have("nbdinfo", test) {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mut devs = Vec::new();
+    for sector in [4096, 512] {
+        let backing = home.path().join(format!("loop{sector}.img"));
+        std::fs::File::create(&backing).unwrap().set_len(128 << 20).unwrap();
+        let out = Command::new("losetup")
+            .args(["-f", "--show", "--sector-size", &sector.to_string()])
+            .arg(&backing)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!("SKIP {test}: losetup --sector-size {sector} failed: {}", String::from_utf8_lossy(&out.stderr));
+            return;
+        }
+        devs.push(Detach(String::from_utf8_lossy(&out.stdout).trim().to_string()));
+    }
+    let d = Daemon::start(home.path());
+    let img: ImageId = "IBM.2107-75FA120".parse().unwrap();
+    d.ok(Request::ImageCreate { id: img.clone() });
+    // P4 (rank group 0) on the 4K device, P5 (rank group 1) on the 512-byte one.
+    for (rankgrp, dev) in [(0, &devs[0]), (1, &devs[1])] {
+        all_ok(d.ok(Request::PoolCreate {
+            image: img.clone(),
+            name: format!("loop{rankgrp}"),
+            rankgrp,
+            stgtype: StorageType::Fb,
+            path: Some(dev.0.clone().into()),
+        }));
+    }
+    all_ok(d.ok(fb_request(&img, 4, 131072, CapType::Blocks, Sam::Standard, &[0x1000])));
+    all_ok(d.ok(fb_request(&img, 5, 131072, CapType::Blocks, Sam::Standard, &[0x1101])));
+    all_ok(d.ok(fb_request(&img, 0, 131072, CapType::Blocks, Sam::Ese, &[0x1002])));
+    for (vol, want) in [("1000", 4096), ("1101", 512), ("1002", 512)] {
+        let out = run(Command::new("nbdinfo").args(["--json", &uri(&d, &format!("IBM.2107-75FA120/{vol}"))]));
+        let info: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(info["exports"][0]["block_size_minimum"], want, "volume {vol}: {out}");
+    }
+
+    // A 512-byte write inside a 4K sector, and one across two sectors, change only their
+    // bytes; sub-sector reads return them.
+    let mut c = Client::connect(&Endpoint::Unix(d.nbd_sock()), "IBM.2107-75FA120/1000").unwrap();
+    assert_eq!(c.block_sizes().min, 4096);
+    c.write(0, &[0x11; 8192], false).unwrap();
+    c.write(512, &[0x22; 512], false).expect("a 512-byte write inside a 4K sector");
+    c.write(4000, &[0x33; 1000], true).expect("an unaligned write across two 4K sectors");
+    let mut want = vec![0x11u8; 8192];
+    want[512..1024].fill(0x22);
+    want[4000..5000].fill(0x33);
+    let mut got = vec![0u8; 8192];
+    c.read(0, &mut got).unwrap();
+    assert!(
+        got == want,
+        "4K volume after unaligned writes: first difference at byte {:?}",
+        got.iter().zip(&want).position(|(a, b)| a != b)
+    );
+    let mut part = [0u8; 512];
+    c.read(512, &mut part).unwrap();
+    assert!(part.iter().all(|&b| b == 0x22), "a 512-byte read inside a 4K sector");
+    c.disconnect().unwrap();
     assert_eq!(d.stop(), Some(0));
 }

@@ -19,12 +19,13 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const IMAGE: &str = "IBM.2107-75FA120";
+pub(crate) const IMAGE: &str = "IBM.2107-75FA120";
 
 /// 64 MiB volumes (in 512-byte blocks): room for ext4, quick to make.
-const BLOCKS: u64 = 131072;
+pub(crate) const BLOCKS: u64 = 131072;
 
-fn usable(test: &str) -> bool {
+/// Can `flashd run --mount` work here (root and /dev/fuse)? Prints why `test` skips when not.
+pub(crate) fn fuse_available(test: &str) -> bool {
     if !is_root() {
         eprintln!("SKIP {test}: needs root (loop devices, mount, /dev/fuse)");
         return false;
@@ -33,7 +34,11 @@ fn usable(test: &str) -> bool {
         eprintln!("SKIP {test}: /dev/fuse is missing (kernel without FUSE)");
         return false;
     }
-    ["losetup", "mkfs.ext4", "fsfreeze", "blockdev"].iter().all(|t| have(t, test))
+    true
+}
+
+fn usable(test: &str) -> bool {
+    fuse_available(test) && ["losetup", "mkfs.ext4", "fsfreeze", "blockdev"].iter().all(|t| have(t, test))
 }
 
 fn sh(cmd: &mut Command) -> String {
@@ -107,7 +112,7 @@ fn unmount_dir(dir: &Path) {
 /// The FUSE mount point: whatever flashd left there (a dead mount after kill -9, or a live
 /// one when a test fails) is lazily unmounted on drop. Declared before the Daemon, so it
 /// drops after it.
-struct FuseDir(PathBuf);
+pub(crate) struct FuseDir(pub(crate) PathBuf);
 
 impl Drop for FuseDir {
     fn drop(&mut self) {
@@ -119,7 +124,7 @@ impl Drop for FuseDir {
     }
 }
 
-fn start(home: &Path, mnt: &Path) -> Daemon {
+pub(crate) fn start(home: &Path, mnt: &Path) -> Daemon {
     Daemon::start_with(home, &[OsStr::new("--mount"), mnt.as_os_str()], &[])
 }
 

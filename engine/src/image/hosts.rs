@@ -352,18 +352,7 @@ fn host_volumes(record: &ImageRecord, host: HostId) -> Vec<VolumeId> {
     existing.take(h.addrdiscovery.max_luns().unwrap_or(usize::MAX)).collect()
 }
 
-/// Whether `host` reaches `volume` by `record`.
+/// Whether `host` reaches `volume` by `record` (open time and catalog changes only).
 fn reaches(record: &ImageRecord, host: HostId, volume: VolumeId) -> bool {
-    let Some(h) = record.hosts.get(&host) else { return false };
-    let Some(g) = h.volgrp.and_then(|g| record.volgrps.get(&g)) else { return false };
-    if !record.volumes.contains_key(&volume) || g.volumes.binary_search(&volume).is_err() {
-        return false;
-    }
-    match h.addrdiscovery.max_luns() {
-        None => true,
-        // Its LUN: the members before it that exist.
-        Some(max) => {
-            g.volumes.iter().take_while(|v| **v < volume).filter(|v| record.volumes.contains_key(v)).count() < max
-        }
-    }
+    host_volumes(record, host).binary_search(&volume).is_ok()
 }

@@ -106,14 +106,19 @@ fn rules_refuse_and_change_nothing() {
     });
 }
 
-#[test]
-fn map256_groups_hold_256_volumes() {
+/// 257 volumes: a whole LSS (1000-10FF, LUNs 00-FF) and 1200, the 257th.
+fn volumes_257() -> (TestSite, ImageId, Vec<u16>) {
     let t = TestSite::new();
     let img = t.image("IBM.2107-75FA120");
-    // A whole LSS (1000-10FF) and one more in LSS 12.
     let mut ids: Vec<u16> = (0..256).map(|v| 0x1000 + v).collect();
     ids.push(0x1200);
     items_ok(t.ok(fb(&img, 0, 1, &ids)));
+    (t, img, ids)
+}
+
+#[test]
+fn map256_groups_hold_256_volumes() {
+    let (t, img, ids) = volumes_257();
     let group = |n: usize| Request::VolGrpCreate {
         image: img.clone(),
         name: "m".into(),
@@ -127,12 +132,7 @@ fn map256_groups_hold_256_volumes() {
 
 #[test]
 fn lun_polling_reaches_the_first_256_volumes_of_the_group() {
-    let t = TestSite::new();
-    let img = t.image("IBM.2107-75FA120");
-    // 257 volumes: LSS 10 whole (LUNs 00-FF) and 1200 (the 257th).
-    let mut ids: Vec<u16> = (0..256).map(|v| 0x1000 + v).collect();
-    ids.push(0x1200);
-    items_ok(t.ok(fb(&img, 0, 1, &ids)));
+    let (t, img, ids) = volumes_257();
     items_ok(t.ok(mkvolgrp(&img, "all", &ids)));
     let polling = HostSpec { addrdiscovery: AddrDiscovery::LunPolling, ..spec("p", "10000090faf6d5a4", Some(0)) };
     items_ok(t.ok(mkhost(&img, polling)));

@@ -103,6 +103,17 @@ pub fn volgrps(tokens: &[String]) -> Result<Vec<Scoped<VolGrpId>>, IdError> {
         .collect()
 }
 
+/// I/O port IDs (`I0000`: `I` and 4 hex digits), upper-cased.
+pub fn ioports<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, IdError> {
+    tokens
+        .into_iter()
+        .map(|p| {
+            let ok = p.len() == 5 && p.starts_with(['I', 'i']) && p[1..].chars().all(|c| c.is_ascii_hexdigit());
+            if ok { Ok(p.to_ascii_uppercase()) } else { Err(IdError { token: p.to_string(), what: "I/O port" }) }
+        })
+        .collect()
+}
+
 /// Host connection IDs: 1-4 hex digits, lists and ranges, like volume IDs.
 pub fn hosts(tokens: &[String]) -> Result<Vec<Scoped<HostId>>, IdError> {
     Ok(expand(tokens, 4, "host connection")?

@@ -127,13 +127,16 @@ impl Image {
         sources
             .iter()
             .map(|&src| {
-                let rels: Vec<Arc<Relationship>> = self
-                    .flash
-                    .relationships()
-                    .into_iter()
-                    .filter(|r| r.source.key().volume == src && r.state().record.revertible)
-                    .collect();
-                let result = if rels.is_empty() {
+                let of_src: Vec<Arc<Relationship>> =
+                    self.flash.relationships().into_iter().filter(|r| r.source.key().volume == src).collect();
+                let rels: Vec<Arc<Relationship>> =
+                    of_src.iter().filter(|r| r.state().record.revertible).cloned().collect();
+                // The most specific reason: no volume, no relationship, none revertible.
+                let result = if !self.record.volumes.contains_key(&src) {
+                    Err(Error::new(ErrorKind::VolumeNotFound, src, "no such volume"))
+                } else if of_src.is_empty() {
+                    Err(Error::new(ErrorKind::FlashNotFound, src, "no FlashCopy relationship has this source"))
+                } else if rels.is_empty() {
                     Err(Error::new(
                         ErrorKind::FlashRevertibleState,
                         src,

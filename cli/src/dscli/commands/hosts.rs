@@ -185,15 +185,7 @@ fn ioport_flag(s: &mut Session, inv: &Invocation) -> Res<Option<Vec<String>>> {
     if v.eq_ignore_ascii_case("all") {
         return Ok(Some(Vec::new()));
     }
-    let mut ports = Vec::new();
-    for p in v.split(',') {
-        let ok = p.len() == 5 && p.starts_with(['I', 'i']) && p[1..].chars().all(|c| c.is_ascii_hexdigit());
-        if !ok {
-            return s.fail(messages::MALFORMED_ID.line(inv.verb.name, &[p, "I/O port"]), exit::SYNTAX);
-        }
-        ports.push(p.to_ascii_uppercase());
-    }
-    Ok(Some(ports))
+    idp::ioports(v.split(',')).map(Some).or_else(|e| bad_id(s, inv, e))
 }
 
 fn all_images<T>(a: &[Scoped<T>]) -> Vec<Scoped<()>> {

@@ -1,6 +1,6 @@
 //! Storage images and ports: `lssi`, `showsi`, `lsioport`, and `ver`.
 
-use super::{ids, image_of, print_report};
+use super::{bad_id, ids, image_of, print_report};
 use crate::dscli::banner::VERSION;
 use crate::dscli::ids::Scoped;
 use crate::dscli::messages::{self, exit};
@@ -93,6 +93,7 @@ pub fn ioport_report(views: &[&IoPortView]) -> Report {
 
 pub fn ioports(s: &mut Session, inv: &Invocation) -> Res {
     let verb = inv.verb.name;
+    let wanted = crate::dscli::ids::ioports(inv.ids.iter().map(String::as_str)).or_else(|e| bad_id(s, inv, e))?;
     let none: [Scoped<()>; 0] = [];
     let image = image_of(s, inv, &none)?;
     s.banner(inv, Some(&image))?;
@@ -100,7 +101,6 @@ pub fn ioports(s: &mut Session, inv: &Invocation) -> Res {
         Reply::IoPorts(l) => l,
         other => return s.protocol(verb, &other),
     };
-    let wanted: Vec<String> = inv.ids.iter().map(|i| i.to_ascii_uppercase()).collect();
     let views: Vec<&IoPortView> = list.iter().filter(|p| wanted.is_empty() || wanted.contains(&p.id)).collect();
     let r = ioport_report(&views);
     let r = if inv.has("-s") { r.short("ID") } else { r };

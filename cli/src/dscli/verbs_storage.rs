@@ -161,8 +161,13 @@ pub(super) static STORAGE: &[Verb] = &[
     },
     Verb {
         name: "chckdvol",
-        summary: "Renames or grows CKD volumes (capacity may only grow).",
-        flags: &[f("-name", Kind::Value("volume_name")), f("-cap", Kind::Value("cylinders")), f("-quiet", B)],
+        summary: "Renames or grows CKD volumes (capacity may only grow; past 65520 cylinders with -datatype 3390-a).",
+        flags: &[
+            f("-name", Kind::Value("volume_name")),
+            f("-cap", Kind::Value("cylinders")),
+            f("-datatype", Kind::Enum(&["3390-a"])),
+            f("-quiet", B),
+        ],
         ids: Ids::Required,
         ids_help: "Volume_ID ... | range | -",
         reports: true,

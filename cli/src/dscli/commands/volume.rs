@@ -469,6 +469,20 @@ pub fn change(s: &mut Session, inv: &Invocation) -> Res {
     let current = fetch(s, verb, &image)?;
     let kind = stgtype(inv);
     let other: Vec<VolumeId> = current.iter().filter(|v| v.record.stgtype() != kind).map(|v| v.record.id).collect();
+    if let (Some(c), StorageType::Ckd) = (cap, kind) {
+        // Past 65,520 cylinders a 3390 becomes a 3390-A only when asked (-datatype 3390-A),
+        // as with mkckdvol; one that already is grows freely. Checked for every volume
+        // before any changes.
+        for vol in &vols {
+            let now = current.iter().find(|v| v.record.id == *vol).map_or(0, cylinders);
+            let extended = inv.has("-datatype") || now > CKD_3390_MAX_CYLINDERS;
+            let max = if extended { CKD_MAX_CYLINDERS } else { CKD_3390_MAX_CYLINDERS };
+            if c > max {
+                let why = format!("at most {max} cylinders for this -datatype");
+                return s.fail(messages::BAD_VALUE.line(verb, &["-cap", &c.to_string(), &why]), exit::SYNTAX);
+            }
+        }
+    }
     let mut last = exit::OK;
     for (i, vol) in vols.iter().enumerate() {
         if other.contains(vol) {

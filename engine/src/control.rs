@@ -220,13 +220,17 @@ pub enum Request {
     PprcPathList {
         image: ImageId,
     },
-    /// `rmpprcpath`: `remote_wwnn`, when given, must be the path's.
+    /// `rmpprcpath`: `remote_wwnn`, when given, must be the path's. Without `force` a path
+    /// that still carries pairs is refused (`PprcPathInUse`); with it the path goes and its
+    /// pairs suspend when they next need it.
     PprcPathRemove {
         image: ImageId,
         remote: ImageId,
         remote_wwnn: Option<String>,
         src_lss: LssId,
         tgt_lss: LssId,
+        #[serde(default)]
+        force: bool,
     },
     /// `mkpprc`: pairs `source:target`, sources of `image`, targets of `remote`. Answers one
     /// item per pair named `SSSS:TTTT`; each pair succeeds or fails alone.

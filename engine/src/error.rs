@@ -133,6 +133,9 @@ pub enum ErrorKind {
     PprcPortInvalid,
     /// No PPRC path between these LSSs.
     PprcPathNotFound,
+    /// `rmpprcpath` without `-force`: the path still carries PPRC pairs (primaries in its
+    /// source LSS whose secondaries are in its target LSS of its remote image).
+    PprcPathInUse,
     /// No such PPRC pair (at this end, with this remote image).
     PprcPairNotFound,
     /// The volume is already in a PPRC pair.

@@ -531,8 +531,8 @@ impl Site {
                 self.reconcile_paths(&images);
                 Reply::Items(vec![ItemOutcome { object: name, result: Ok(()) }])
             }
-            Request::PprcPathRemove { image, remote, remote_wwnn, src_lss, tgt_lss } => {
-                let name = img!(&image).remove_pprc_path(&remote, remote_wwnn.as_deref(), src_lss, tgt_lss)?;
+            Request::PprcPathRemove { image, remote, remote_wwnn, src_lss, tgt_lss, force } => {
+                let name = img!(&image).remove_pprc_path(&remote, remote_wwnn.as_deref(), src_lss, tgt_lss, force)?;
                 tracing::info!("{image}: removed PPRC path {name} to {remote}");
                 self.reconcile_paths(&images);
                 Reply::Items(vec![ItemOutcome { object: name, result: Ok(()) }])

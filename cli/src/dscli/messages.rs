@@ -573,6 +573,16 @@ pub const ENGINE: &[EngineMessage] = &[
         exit::SERVER,
         false,
     ),
+    // Our decision [D]: dscli-spec.md §3.3 says rmpprcpath without -force rejects a path that
+    // still carries pairs, but gives no message; the ID is from our range. Detail on: it
+    // names the pairs.
+    e(
+        ErrorKind::PprcPathInUse,
+        "CMUN90089E",
+        "The Remote Mirror and Copy path still carries volume pairs; remove them (rmpprc) or use -force.",
+        exit::SERVER,
+        true,
+    ),
     // PPRC pairs (dscli-spec.md §3.4 has no error texts; [D]). Detail off where the goldens
     // hit them; on for the state rule, whose detail says which state the pair is in.
     e(

@@ -293,7 +293,7 @@ pub(super) static MIRROR: &[Verb] = &[
     },
     Verb {
         name: "rmpprcpath",
-        summary: "Removes Remote Mirror and Copy paths. -force is accepted (no pairs exist yet).",
+        summary: "Removes Remote Mirror and Copy paths. A path that still carries pairs is refused unless -force (its pairs then suspend).",
         flags: &[
             f("-remotedev", Kind::Value("storage_image_ID")),
             f("-remotewwnn", Kind::Value("wwnn")),

@@ -12,12 +12,18 @@
 //!   volume type (`PprcLssTypeMismatch`); a peer's target LSS is not checked (it lives in
 //!   the other flashd; nothing asks it in band yet);
 //! * a new path for an existing LSS pair replaces its port set (as the DS8000 does);
-//! * removing a path that does not exist is refused (`PprcPathNotFound`).
+//! * removing a path that does not exist is refused (`PprcPathNotFound`);
+//! * removing a path that still carries pairs is refused without `-force` (`PprcPathInUse`,
+//!   dscli-spec.md §3.3 [R]). A path carries the pairs whose primary is a volume of its source
+//!   LSS on this image and whose secondary is in its target LSS of its remote image (the path
+//!   a primary uses, `crate::mirror::hub::Hub::ports`), whatever their state: a suspended
+//!   pair resumes over it. With `-force` the path goes and its pairs suspend when they next
+//!   need it (a Metro Mirror write, a copy).
 
 use super::{IO_PORTS, Image};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{ImageId, LssId, VolumeId};
-use crate::image::record::{PprcPairRecord, PprcPathRecord, StorageType};
+use crate::image::record::{PprcPairRecord, PprcPathRecord, PprcRole, StorageType};
 
 /// Most port pairs of one path (DS8000: one to eight FCP paths per LSS pair).
 pub const MAX_PORT_PAIRS: usize = 8;
@@ -114,13 +120,15 @@ impl Image {
     }
 
     /// `rmpprcpath`: the path `src_lss`:`tgt_lss` to `remote` must exist (and have
-    /// `remote_wwnn`, when given). The remote image need not exist any more.
+    /// `remote_wwnn`, when given) and, unless `force`, carry no pairs. The remote image need
+    /// not exist any more.
     pub fn remove_pprc_path(
         &mut self,
         remote: &ImageId,
         remote_wwnn: Option<&str>,
         src_lss: LssId,
         tgt_lss: LssId,
+        force: bool,
     ) -> Result<String> {
         let name = format!("{src_lss}:{tgt_lss}");
         let path = self
@@ -133,6 +141,17 @@ impl Image {
             && !w.eq_ignore_ascii_case(&path.remote_wwnn)
         {
             return Err(Error::new(ErrorKind::PprcWwnnMismatch, w, format!("the path's WWNN is {}", path.remote_wwnn)));
+        }
+        let carried = self.pprc_pairs_on(src_lss, remote, tgt_lss);
+        if !force && !carried.is_empty() {
+            let names: Vec<String> = carried
+                .iter()
+                .map(|p| {
+                    let (a, b) = p.ids();
+                    format!("{a}:{b}")
+                })
+                .collect();
+            return Err(Error::new(ErrorKind::PprcPathInUse, &name, format!("pairs {}", names.join(" "))));
         }
         let mut next = self.record.clone();
         next.pprc_paths.retain(|p| !p.is(src_lss, remote, tgt_lss));
@@ -178,6 +197,21 @@ impl Image {
         let mut next = self.record.clone();
         next.pprc_pairs.retain(|p| p.local != local);
         self.commit(next)
+    }
+
+    /// The pairs a path `src_lss`:`tgt_lss` to `remote` carries (or would): this image's
+    /// primaries in `src_lss` whose secondaries are in `tgt_lss` of `remote`.
+    pub fn pprc_pairs_on(&self, src_lss: LssId, remote: &ImageId, tgt_lss: LssId) -> Vec<&PprcPairRecord> {
+        self.record
+            .pprc_pairs
+            .iter()
+            .filter(|p| {
+                p.role == PprcRole::Primary
+                    && p.local.lss() == src_lss
+                    && p.remote == *remote
+                    && p.remote_volume.lss() == tgt_lss
+            })
+            .collect()
     }
 
     /// The path from `src_lss` to `tgt_lss` of `remote`, if there is one.

@@ -85,11 +85,9 @@ impl Hub {
             Request::PprcFreeze { image, remote, lss } => {
                 items(lss.iter().map(|&(a, b)| (format!("{a}:{b}"), self.freeze(&image, &remote, a, b))))
             }
-            Request::PprcUnfreeze { image, remote, lss } => items(lss.iter().map(|&(a, b)| {
-                let _ = &remote;
-                self.gate(&image).thaw(a);
-                (format!("{a}:{b}"), Ok(()))
-            })),
+            Request::PprcUnfreeze { image, remote, lss } => {
+                items(lss.iter().map(|&(a, b)| (format!("{a}:{b}"), self.unfreeze(&image, &remote, a, b))))
+            }
             other => {
                 return Err(Error::new(ErrorKind::InvalidArgument, "PPRC", format!("not a pair request: {other:?}")));
             }
@@ -442,9 +440,61 @@ impl Hub {
             self.persist(image, p)?;
         }
         let mut images = self.images();
-        get_mut(&mut images, image)?.remove_pprc_path(remote, None, src, tgt)?;
+        get_mut(&mut images, image)?.remove_pprc_path(remote, None, src, tgt, true)?;
         self.refresh_routes(&images);
+        self.frozen.lock().unwrap_or_else(|p| p.into_inner()).insert((image.clone(), src, remote.clone(), tgt));
         tracing::info!("{image}: PPRC consistency group {name} frozen ({} pairs)", prims.len());
+        Ok(())
+    }
+
+    /// `unfreezepprc SS:TT`: release the writes held at the source LSS (queue full); pairs
+    /// stay suspended, paths stay removed (dscli-spec.md §3.4 [C]). The LSS pair must exist as
+    /// a PPRC object of `image`: a path `SS:TT` to `remote`, pairs from SS to TT (a freeze
+    /// removes the path, not the pairs), or a group frozen by `freezepprc` and not thawed
+    /// yet. Anything else is refused with nothing changed, most specific reason first: no
+    /// such image, remote image, source LSS or target LSS, else no path. An existing LSS
+    /// pair that is not frozen (never, thawed already, or its timer fired) thaws with
+    /// success: there is nothing to release, as `unfreezeflash` of an LSS not frozen.
+    fn unfreeze(&self, image: &ImageId, remote: &ImageId, src: LssId, tgt: LssId) -> Result<()> {
+        let name = format!("{src}:{tgt}");
+        let key = (image.clone(), src, remote.clone(), tgt);
+        {
+            let images = self.images();
+            let img = get(&images, image)?;
+            let group = self.frozen.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
+            let known =
+                group || img.pprc_path(src, remote, tgt).is_some() || !img.pprc_pairs_on(src, remote, tgt).is_empty();
+            if !known {
+                let peer = || {
+                    let home = self.paths.lock().unwrap_or_else(|p| p.into_inner()).home();
+                    home.and_then(|h| super::load_peers(&h).ok()).is_some_and(|p| p.contains_key(&remote.wwnn()))
+                };
+                let rimg = images.get(remote);
+                if rimg.is_none() && !peer() {
+                    return Err(Error::new(
+                        ErrorKind::PprcRemoteNotFound,
+                        remote,
+                        "the remote storage image is not in this site nor a peer (flashd peer add)",
+                    ));
+                }
+                if img.record().lss_type(src).is_none() {
+                    return Err(Error::new(ErrorKind::LssNotFound, format!("{image}/{src}"), "no volumes and no LCU"));
+                }
+                if let Some(r) = rimg
+                    && r.record().lss_type(tgt).is_none()
+                {
+                    return Err(Error::new(ErrorKind::LssNotFound, format!("{remote}/{tgt}"), "no volumes and no LCU"));
+                }
+                return Err(Error::new(
+                    ErrorKind::PprcPathNotFound,
+                    &name,
+                    format!("no path, pair or frozen consistency group {name} to {remote}"),
+                ));
+            }
+        }
+        let was = self.gate(image).thaw(src);
+        self.frozen.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        tracing::info!("{image}: PPRC consistency group {name} thawed{}", if was { "" } else { " (was not frozen)" });
         Ok(())
     }
 

@@ -18,13 +18,13 @@ use crate::flash::ImageFlash;
 use crate::flash::freeze::FreezeGate;
 use crate::flash::pprc::PairHook;
 use crate::geometry::TRACK_BYTES;
-use crate::id::{ImageId, VolumeId};
+use crate::id::{ImageId, LssId, VolumeId};
 use crate::image::Image;
 use crate::image::flash::{FREEZE_TIMEOUT_CKD, FREEZE_TIMEOUT_FB};
 use crate::image::record::{PprcPairRecord, PprcPhase, PprcRole, StorageType, SuspendReason};
 use crate::link::{Handler, LinkAddr, Message, Reply};
 use crate::volume::Volume;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
@@ -51,6 +51,11 @@ pub struct Hub {
     /// By (local image WWNN, local volume).
     pub(super) secondaries: RwLock<HashMap<(u64, VolumeId), SecEntry>>,
     gates: Mutex<HashMap<ImageId, Arc<FreezeGate>>>,
+    /// Consistency groups `freezepprc` made and no `unfreezepprc` has thawed yet, as (image,
+    /// source LSS, remote image, target LSS): the freeze removed their paths, so this is how
+    /// `unfreezepprc` knows such an LSS pair (with no pairs on it) exists. In memory only: a
+    /// restart thaws every gate too.
+    pub(super) frozen: Mutex<BTreeSet<(ImageId, LssId, ImageId, LssId)>>,
     /// Serializes the site's PPRC commands (never taken by what arrives over a link).
     pub(super) cmd: Mutex<()>,
 }
@@ -75,6 +80,7 @@ impl Hub {
             primaries: Mutex::default(),
             secondaries: RwLock::default(),
             gates: Mutex::default(),
+            frozen: Mutex::default(),
             cmd: Mutex::default(),
         });
         let weak = Arc::downgrade(&hub);

@@ -247,6 +247,11 @@ impl PathLinks {
         Ok(bound)
     }
 
+    /// The site home, once the first `reconcile` told it.
+    pub(super) fn home(&self) -> Option<PathBuf> {
+        self.home.clone()
+    }
+
     /// The address listened on, if any.
     pub fn listening(&self) -> Option<SocketAddr> {
         self.listener.as_ref().map(LinkListener::local_addr)

@@ -32,6 +32,7 @@ fn rmpath(img: &ImageId, remote: &ImageId, src: u8, tgt: u8) -> Request {
         remote_wwnn: None,
         src_lss: LssId(src),
         tgt_lss: LssId(tgt),
+        force: false,
     }
 }
 
@@ -102,6 +103,7 @@ fn rules_refuse_and_change_nothing() {
             remote_wwnn: Some(a.wwnn()),
             src_lss: LssId(0x10),
             tgt_lss: LssId(0x11),
+            force: false,
         };
         assert_eq!(t.err(r), ErrorKind::PprcWwnnMismatch);
         assert_eq!(t.err(rmpath(&b, &a, 0x11, 0x10)), ErrorKind::PprcPathNotFound);

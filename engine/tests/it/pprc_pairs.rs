@@ -307,6 +307,120 @@ fn freeze_suspends_removes_the_path_and_holds_writes_until_unfreeze() {
     assert_eq!(t.item_err(fr), ErrorKind::PprcPathNotFound, "the path is gone");
 }
 
+fn rmpath(a: &ImageId, b: &ImageId, src: u8, tgt: u8, force: bool) -> Request {
+    Request::PprcPathRemove {
+        image: a.clone(),
+        remote: b.clone(),
+        remote_wwnn: None,
+        src_lss: LssId(src),
+        tgt_lss: LssId(tgt),
+        force,
+    }
+}
+
+fn unfreeze(a: &ImageId, b: &ImageId, src: u8, tgt: u8) -> Request {
+    Request::PprcUnfreeze { image: a.clone(), remote: b.clone(), lss: vec![(LssId(src), LssId(tgt))] }
+}
+
+fn path_count(t: &TestSite, img: &ImageId) -> usize {
+    let Reply::PprcPaths(p) = t.ok(Request::PprcPathList { image: img.clone() }) else { panic!() };
+    p.len()
+}
+
+/// dscli-spec.md §3.3: without -force, removing a path that still carries pairs is rejected;
+/// the path and the pair are left exactly as they were. A path carries the pairs whose
+/// primary is in its source LSS and secondary in its target LSS (its direction only); -force
+/// removes it and the pair suspends when it next needs the path.
+#[test]
+fn rmpprcpath_refuses_a_path_that_carries_pairs_unless_force() {
+    let (t, a, b) = setup();
+    path(&t, &b, &a, 0x11, 0x10); // the other direction: carries nothing
+    items_ok(t.ok(mkpprc(&a, &b, 0x1000, 0x1100, spec(PprcType::MetroMirror, true))));
+    until(&t, &a, "full duplex", |v| v.record.phase == PprcPhase::FullDuplex);
+    let both = |t: &TestSite, f: &dyn Fn(&TestSite)| t.unchanged(&a, |t| t.unchanged(&b, f));
+    both(&t, &|t| {
+        assert_eq!(t.err(rmpath(&a, &b, 0x10, 0x11, false)), ErrorKind::PprcPathInUse);
+    });
+    assert_eq!(path_count(&t, &a), 1, "the refused path stays");
+    assert!(t.site().path_link(&a, "I0000", &b, "I0001").is_some(), "and so does its link");
+    write(&t, &a, 0x1000, 3 * TRACK, &pattern(6, 4096)).unwrap();
+    let v = view(&t, &a);
+    assert_eq!((v.record.phase, v.out_of_sync), (PprcPhase::FullDuplex, 0), "the pair still mirrors: {v:?}");
+    assert_eq!(raw(&t, &a, 0x1000), raw(&t, &b, 0x1100));
+    // A suspended pair is still carried (a resume needs the path).
+    let sel = PprcSelect { source: VolumeId(0x1000), target: Some(VolumeId(0x1100)) };
+    items_ok(t.ok(Request::PprcPause { image: a.clone(), remote: b.clone(), pairs: vec![sel], at: None }));
+    both(&t, &|t| {
+        assert_eq!(t.err(rmpath(&a, &b, 0x10, 0x11, false)), ErrorKind::PprcPathInUse);
+    });
+    // The reverse path B 11 -> A 10 carries no pair (B holds the secondary): it goes.
+    items_ok(t.ok(rmpath(&b, &a, 0x11, 0x10, false)));
+    assert_eq!(path_count(&t, &b), 0);
+    // -force: the path goes; the pair stays (suspended) and a resume has no path.
+    items_ok(t.ok(Request::PprcResume {
+        image: a.clone(),
+        remote: b.clone(),
+        pairs: vec![(VolumeId(0x1000), VolumeId(0x1100))],
+        spec: spec(PprcType::MetroMirror, false),
+    }));
+    until(&t, &a, "full duplex again", |v| v.record.phase == PprcPhase::FullDuplex);
+    items_ok(t.ok(rmpath(&a, &b, 0x10, 0x11, true)));
+    assert_eq!(path_count(&t, &a), 0);
+    write(&t, &a, 0x1000, 4 * TRACK, &pattern(7, 4096)).unwrap();
+    let v = until(&t, &a, "suspended without its path", |v| v.record.phase == PprcPhase::Suspended);
+    assert!(v.out_of_sync >= 1, "the write is recorded for a resume: {v:?}");
+    assert_eq!(views(&t, &a).len(), 1, "-force removes the path, not the pair");
+}
+
+/// unfreezepprc of an LSS pair that does not exist (no such image, remote image or LSS, or
+/// no path, pair or frozen group between the LSSs) is refused, changes no catalog and
+/// releases no held write; an existing LSS pair that is not frozen thaws with success.
+#[test]
+fn unfreezepprc_of_what_does_not_exist_is_refused_and_releases_nothing() {
+    let (t, a, b) = setup();
+    items_ok(t.ok(vol(&a, 0, BLOCKS, 0x1200)));
+    items_ok(t.ok(vol(&b, 1, BLOCKS, 0x1300)));
+    let c = t.id("IBM.2107-75FA999");
+    let both = |t: &TestSite, f: &dyn Fn(&TestSite)| t.unchanged(&a, |t| t.unchanged(&b, f));
+    both(&t, &|t| {
+        assert_eq!(t.item_err(unfreeze(&a, &b, 0x30, 0x31)), ErrorKind::LssNotFound, "no such LSSs");
+        assert_eq!(t.item_err(unfreeze(&a, &b, 0x10, 0x31)), ErrorKind::LssNotFound, "no such target LSS");
+        assert_eq!(t.item_err(unfreeze(&a, &b, 0x12, 0x13)), ErrorKind::PprcPathNotFound, "LSSs without a path");
+        assert_eq!(t.item_err(unfreeze(&b, &a, 0x11, 0x10)), ErrorKind::PprcPathNotFound, "the other direction");
+        assert_eq!(t.item_err(unfreeze(&a, &c, 0x10, 0x11)), ErrorKind::PprcRemoteNotFound);
+        assert_eq!(t.item_err(unfreeze(&c, &b, 0x10, 0x11)), ErrorKind::ImageNotFound);
+    });
+    // An existing path that is not frozen: nothing to release, success, nothing changes.
+    both(&t, &|t| {
+        items_ok(t.ok(unfreeze(&a, &b, 0x10, 0x11)));
+    });
+    // Frozen with a pair: a wrong remote image (or LSS pair) must not thaw the source LSS.
+    items_ok(t.ok(mkpprc(&a, &b, 0x1000, 0x1100, spec(PprcType::MetroMirror, true))));
+    let fr = Request::PprcFreeze { image: a.clone(), remote: b.clone(), lss: vec![(LssId(0x10), LssId(0x11))] };
+    items_ok(t.ok(fr));
+    std::thread::scope(|s| {
+        let h = s.spawn(|| write(&t, &a, 0x1000, 0, &pattern(2, 4096)));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(t.item_err(unfreeze(&a, &c, 0x10, 0x11)), ErrorKind::PprcRemoteNotFound);
+        assert_eq!(t.item_err(unfreeze(&a, &b, 0x10, 0x13)), ErrorKind::PprcPathNotFound);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!h.is_finished(), "a refused unfreezepprc released the held write");
+        // The path is gone but the pair is there: the LSS pair exists.
+        items_ok(t.ok(unfreeze(&a, &b, 0x10, 0x11)));
+        h.join().unwrap().unwrap();
+    });
+    items_ok(t.ok(unfreeze(&a, &b, 0x10, 0x11))); // again: the pair still makes it exist
+    // Frozen without pairs: the frozen group makes the LSS pair exist until it is thawed.
+    path(&t, &a, &b, 0x12, 0x13);
+    let fr = Request::PprcFreeze { image: a.clone(), remote: b.clone(), lss: vec![(LssId(0x12), LssId(0x13))] };
+    items_ok(t.ok(fr));
+    assert_eq!(path_count(&t, &a), 0);
+    items_ok(t.ok(unfreeze(&a, &b, 0x12, 0x13)));
+    both(&t, &|t| {
+        assert_eq!(t.item_err(unfreeze(&a, &b, 0x12, 0x13)), ErrorKind::PprcPathNotFound, "thawed: nothing left");
+    });
+}
+
 #[test]
 fn restart_brings_pairs_up_suspended_then_resumes_them_with_what_was_written() {
     let (mut t, a, b) = setup();

@@ -1,5 +1,7 @@
-//! Remote Mirror and Copy paths: `mkpprcpath`, `lspprcpath`, `rmpprcpath` (issue 5, first
-//! slice: paths between storage images of this flashd over in-process links; no pairs yet).
+//! Remote Mirror and Copy paths: `mkpprcpath`, `lspprcpath`, `rmpprcpath` (between storage
+//! images of this flashd over in-process links, or to a peer flashd over loopback TCP).
+//! `rmpprcpath` refuses a path that still carries pairs unless `-force` (dscli-spec.md §3.3;
+//! the engine decides, `Image::remove_pprc_path`).
 //!
 //! `lspprcpath` columns `Src Tgt State SS Port Attached Port Tgt WWNN` [R, dscli-spec.md §4.4]:
 //! one row per port pair, so the 5th and 6th fields of a row are the local and remote ports
@@ -172,6 +174,7 @@ pub fn rmpprcpath(s: &mut Session, inv: &Invocation) -> Res {
                 remote_wwnn: wwnn.clone(),
                 src_lss,
                 tgt_lss,
+                force: inv.has("-force"),
             };
             (format!("{src_lss}:{tgt_lss}"), req)
         })

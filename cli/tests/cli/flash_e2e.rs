@@ -127,3 +127,86 @@ fn scenario(d: Daemon) {
     let _ = Response::Ok(Reply::Done);
     assert_eq!(d.stop(), Some(0));
 }
+
+/// Was: a `-sam standard` FlashCopy target lost its allocation (the copier copied each
+/// source hole by punching the target): after `mkflash -wait` lsfbvol showed usedcap 0.0
+/// for the target, and a thick volume could later meet ENOSPC. The repro of the report, with
+/// resyncflash and reverseflash after it; an ese pair beside it stays thin.
+#[test]
+fn standard_target_stays_allocated_through_dscli_flashcopies() {
+    if !have("qemu-io", "standard_target_stays_allocated_through_dscli_flashcopies") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let d = Daemon::start(home.path());
+    let img: ImageId = "IBM.2107-75FA120".parse().unwrap();
+    d.ok(Request::ImageCreate { id: img.clone() });
+    let dscli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dscli"))
+            .args(args)
+            .env("FLASHTRACK_HOME", &d.home)
+            .env("HOME", &d.home)
+            .env_remove("FLASHTRACK_DSCLI_PROFILE")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "dscli {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    const GIB: u64 = 1 << 30;
+    let used = |vol: u16| {
+        let Reply::Volumes(views) = d.ok(Request::VolumeList { image: img.clone() }) else { panic!() };
+        let v = views.iter().find(|v| v.record.id == VolumeId(vol)).expect("volume listed");
+        let path = d.home.join(format!("{img}/pools/P0/{img}_{vol:04X}.vol"));
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).unwrap());
+        assert_eq!(v.allocated_bytes, blocks * 512, "lsfbvol's usedcap is the file's allocation");
+        v.allocated_bytes
+    };
+    // `standard` is mkfbvol's default -sam.
+    dscli(&["mkfbvol", "-extpool", "P0", "-cap", "1", "1009-100A"]);
+    dscli(&["mkfbvol", "-extpool", "P0", "-cap", "1", "-sam", "ese", "100B-100C"]);
+    assert!(used(0x100A) >= GIB, "a new standard volume is allocated up front");
+    let long = dscli(&["lsfbvol", "-l", "-fmt", "delim", "-hdr", "off", "100A"]);
+    assert!(long.contains("standard"), "{long}");
+    // Data at the start, in the middle and at the end; holes everywhere else.
+    for src in ["1009", "100B"] {
+        qemu_io(&d, src, &["write -P 0x51 0 1M", "write -P 0x52 500M 64k", "write -P 0x53 1023M 1M"]);
+    }
+    // Old data on the targets where the sources have holes.
+    for tgt in ["100A", "100C"] {
+        qemu_io(&d, tgt, &["write -P 0xEE 100M 1M"]);
+    }
+    let check = |step: &str| {
+        assert!(used(0x100A) >= GIB, "{step}: the standard target holds {} bytes of 1 GiB", used(0x100A));
+        assert!(used(0x1009) >= GIB, "{step}: the standard source holds {} bytes of 1 GiB", used(0x1009));
+        assert!(used(0x100C) < GIB / 8, "{step}: the ese target holds {} bytes of 1 GiB", used(0x100C));
+    };
+    let options = ["-record", "-persist", "-wait"];
+    let mk = dscli(&[&["mkflash"][..], &options, &["1009:100A", "100B:100C"]].concat());
+    assert!(mk.contains("CMUC00137I"), "{mk}");
+    check("mkflash -wait");
+    for tgt in ["100A", "100C"] {
+        qemu_io(&d, tgt, &["read -P 0x51 0 1M", "read -P 0 100M 1M", "read -P 0x52 500M 64k", "read -P 0x53 1023M 1M"]);
+    }
+    // A host TRIM of a standard volume reads back zero and keeps its space.
+    qemu_io(&d, "100A", &["discard 0 1M", "read -P 0 0 1M"]);
+    check("discard on the target");
+    // An increment with a source track emptied again.
+    for src in ["1009", "100B"] {
+        qemu_io(&d, src, &["discard 500M 64k", "write -P 0x54 700M 64k"]);
+    }
+    dscli(&[&["resyncflash"][..], &options, &["1009:100A", "100B:100C"]].concat());
+    check("resyncflash -wait");
+    for tgt in ["100A", "100C"] {
+        qemu_io(&d, tgt, &["read -P 0x51 0 1M", "read -P 0 500M 64k", "read -P 0x54 700M 64k"]);
+    }
+    // The target's image goes back to the source, holes included.
+    for tgt in ["100A", "100C"] {
+        qemu_io(&d, tgt, &["discard 1023M 1M", "write -P 0x55 800M 64k"]);
+    }
+    dscli(&[&["reverseflash"][..], &options, &["1009:100A", "100B:100C"]].concat());
+    check("reverseflash -wait");
+    for src in ["1009", "100B"] {
+        qemu_io(&d, src, &["read -P 0x51 0 1M", "read -P 0x55 800M 64k", "read -P 0 1023M 1M"]);
+    }
+}

@@ -225,7 +225,7 @@ impl ImageFlash {
         result.map(|()| (reserved, at))
     }
 
-    /// Start copying `sub` (its run, with its locks, is `held[tag]`): a hole becomes a punched hole at once;
+    /// Start copying `sub` (its run, with its locks, is `held[tag]`): a hole becomes a discard at once;
     /// data goes to the stream (making room first) or is copied with blocking calls.
     #[allow(clippy::too_many_arguments)]
     fn start_copy<'a>(
@@ -249,7 +249,8 @@ impl ImageFlash {
         let fds = src.stream_fd(off, len).zip(dst.stream_fd(off, len));
         if let (Some(((sfd, soff), (dfd, doff))), Some(_)) = (fds, worker.stream_for(rel)) {
             if src.is_hole(off, len) {
-                dst.punch(off, len)?;
+                // A hole on an ese target; zeroed, still allocated blocks on a standard one.
+                dst.discard(off, len)?;
                 rel.mark_copied(sub)?;
                 return Ok(());
             }

@@ -1,6 +1,17 @@
 //! Where one volume's bytes live: a file flashtrack creates in a pool directory (sparse or
 //! fully allocated), or a region `[base, base+len)` of a block device shared by a pool.
 //!
+//! Allocation (`-sam`): a `standard` file is allocated up front and stays so. Every discard
+//! of a standard file's range ([`Backing::punch`]: a host TRIM, a WRITE_ZEROES that may trim,
+//! the copier's copy of a source hole) zeroes it with `FALLOC_FL_ZERO_RANGE` (or writes
+//! zeros where the file system has no zero-range), which keeps its blocks allocated, as a
+//! fully provisioned DS8000 volume keeps its extents whatever a host unmaps. Only an `ese`
+//! file gets holes punched (that is what keeps it thin). Either way the range reads back
+//! zero, and SEEK_DATA (block status) reports it as a hole on ext4 and XFS, as it reports a
+//! fresh standard volume's fallocated but unwritten extents. Device regions have no
+//! allocation: a discard there is the device's punch (discard that reads back zero) as
+//! before.
+//!
 //! Block devices are opened `O_EXCL | O_DIRECT`: exclusive so nobody else (a mount, another
 //! flashd, mkfs) writes under us, direct so the page cache neither doubles memory nor hides
 //! I/O errors. O_DIRECT needs block-aligned buffers, offsets and lengths, so device I/O goes
@@ -301,6 +312,9 @@ pub struct Backing {
     place: Place,
     /// Atomic so `grow` works on a backing shared by running sessions.
     len: AtomicU64,
+    /// A `standard` (fully allocated) file: discards keep its blocks (module docs).
+    /// Meaningless for a device region.
+    standard: AtomicBool,
 }
 
 impl Backing {
@@ -340,10 +354,12 @@ impl Backing {
         Ok(Backing {
             place: Place::File { path: path.to_path_buf(), file, direct: OnceLock::new() },
             len: AtomicU64::new(len),
+            standard: AtomicBool::new(standard),
         })
     }
 
-    /// Open an existing volume file; its length must be `len` (else Corrupt).
+    /// Open an existing volume file; its length must be `len` (else Corrupt). It is taken
+    /// as sparse (`ese`) until [`Backing::set_standard`] says otherwise (the catalog knows).
     pub fn open_file(path: impl AsRef<Path>, len: u64) -> Result<Backing> {
         let path = path.as_ref();
         let shown = path.display();
@@ -362,7 +378,31 @@ impl Backing {
         Ok(Backing {
             place: Place::File { path: path.to_path_buf(), file, direct: OnceLock::new() },
             len: AtomicU64::new(len),
+            standard: AtomicBool::new(false),
         })
+    }
+
+    /// Declare the file `standard` (fully allocated; discards keep its blocks) or `ese`
+    /// (sparse). A standard file that is not fully allocated (one a discard thinned before
+    /// discards kept the space) is allocated again, without touching its data; a file system
+    /// without fallocate leaves it as it is. Nothing for a device region.
+    pub fn set_standard(&self, standard: bool) -> io::Result<()> {
+        let Place::File { file, .. } = &self.place else { return Ok(()) };
+        self.standard.store(standard, Ordering::SeqCst);
+        let len = self.len();
+        if !standard || len == 0 || file.metadata()?.blocks() * 512 >= len {
+            return Ok(());
+        }
+        // Mode 0 allocates only the holes (they keep reading zero); data stays as it is.
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
+            Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+            other => other.map_err(io::Error::from),
+        }
+    }
+
+    /// Whether this is a `standard` (fully allocated) file.
+    pub fn is_standard(&self) -> bool {
+        matches!(self.place, Place::File { .. }) && self.standard.load(Ordering::SeqCst)
     }
 
     /// The region `[base, base+len)` of an opened device; `base` must be block-aligned.
@@ -375,11 +415,13 @@ impl Backing {
             let detail = format!("region {base}+{len} exceeds device size {}", dev.size());
             return Err(Error::new(ErrorKind::CapacityTooLarge, shown, detail));
         }
-        Ok(Backing { place: Place::Device { dev, base }, len: AtomicU64::new(len) })
+        Ok(Backing { place: Place::Device { dev, base }, len: AtomicU64::new(len), standard: AtomicBool::new(false) })
     }
 
     /// Grow to `new_len` (the new range is zero). Files: sparse, or allocated when
-    /// `standard`. Device regions: only the bound moves; the caller owns the layout.
+    /// `standard` (which also decides how later discards treat the file, see
+    /// [`Backing::set_standard`]). Device regions: only the bound moves; the caller owns the
+    /// layout.
     pub fn grow(&self, new_len: u64, standard: bool) -> Result<()> {
         let len = self.len();
         if new_len < len {
@@ -395,6 +437,7 @@ impl Backing {
                     file.sync_all()
                 })();
                 grown.map_err(|e| Error::io(path.display(), &e))?;
+                self.standard.store(standard, Ordering::SeqCst);
             }
             Place::Device { dev, base } => {
                 if base.checked_add(new_len).is_none_or(|end| end > dev.size()) {
@@ -575,10 +618,15 @@ impl Backing {
         }
     }
 
-    /// Deallocate (reads return zero afterwards).
+    /// Discard: reads return zero afterwards. An `ese` file's range becomes a hole; a
+    /// `standard` file's is zeroed in place and keeps its blocks (module docs); a device
+    /// region's is discarded (punch on the device).
     pub fn punch(&self, io: &dyn IoEngine, offset: u64, len: u64) -> io::Result<()> {
         self.check(offset, len)?;
         match &self.place {
+            Place::File { file, .. } if self.standard.load(Ordering::SeqCst) => {
+                io.zero_range(file.as_fd(), offset, len)
+            }
             Place::File { file, .. } => io.punch_hole(file.as_fd(), offset, len),
             Place::Device { dev, base } => dev.zero_at(io, base + offset, len, true),
         }

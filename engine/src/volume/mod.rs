@@ -2,6 +2,14 @@
 //! I/O engine. Host I/O enters here (the NBD server calls these methods); later issues put
 //! the FlashCopy intercept in front of the data path.
 //!
+//! Discards and allocation: a host TRIM, a WRITE_ZEROES that may trim (NBD, FUSE
+//! `fallocate --punch-hole`), and the copier's copy of a source hole onto a target all read
+//! back zero. On an `-sam ese` volume they punch holes (it stays thin). On a `-sam standard`
+//! volume they keep its blocks allocated (zero-range): a thick volume stays fully
+//! provisioned, as on a DS8000, so a later write never meets ENOSPC for space it once had.
+//! The choice lives in [`Backing::punch`] (see `backing.rs`); device regions have no
+//! allocation and are discarded as before.
+//!
 //! CKD volumes are exported in the slot layout: track n at n x 64 KiB, the last 8,872 bytes of
 //! each slot (the tail) always zero. Reads return zero there; a write that would put a
 //! nonzero byte in a tail fails with EINVAL. A write whose tail bytes are all zero is
@@ -142,13 +150,15 @@ impl Volume {
         self.backing.sync(&*self.io)
     }
 
-    /// Discard `[offset, offset+len)`; it reads as zero afterwards.
+    /// Discard `[offset, offset+len)`; it reads as zero afterwards (a standard volume keeps
+    /// the space, module docs).
     pub fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         self.check(offset, len)?;
         self.backing.punch(&*self.io, offset, len)
     }
 
-    /// Zero `[offset, offset+len)`; with `may_trim` the space may be deallocated.
+    /// Zero `[offset, offset+len)`; with `may_trim` the space may be deallocated (only on an
+    /// ese volume, module docs).
     pub fn write_zeroes(&self, offset: u64, len: u64, may_trim: bool) -> io::Result<()> {
         self.check(offset, len)?;
         if may_trim { self.backing.punch(&*self.io, offset, len) } else { self.backing.zero(&*self.io, offset, len) }
@@ -173,8 +183,9 @@ impl Volume {
     /// Copy several runs of tracks to the same tracks of `dst` with all of them in flight at
     /// once: one linked read -> write pair per run, submitted as one batch (io_uring runs
     /// them concurrently, so scattered increments are not copied at queue depth 1). A run
-    /// that is one hole becomes a punched hole on the target (copy_file_range would fill it,
-    /// and measured slower here besides). Device regions go a run at a time through their
+    /// that is one hole becomes a discard on the target (a hole on an ese target, zeroed
+    /// blocks that stay allocated on a standard one; copy_file_range would fill it, and
+    /// measured slower here besides). Device regions go a run at a time through their
     /// aligned path. Not the host path: no intercept, the caller holds the track locks.
     pub fn copy_runs_to(&self, dst: &Volume, runs: &[std::ops::Range<u32>]) -> io::Result<()> {
         use crate::geometry::TRACK_BYTES;
@@ -221,13 +232,15 @@ impl Volume {
         self.backing.stream_fd(offset, len)
     }
 
-    /// Whether `[offset, offset+len)` is a hole of a sparse file (the copier punches it).
+    /// Whether `[offset, offset+len)` is a hole of a sparse file (the copier discards it on
+    /// the target).
     pub(crate) fn is_hole(&self, offset: u64, len: u64) -> bool {
         self.backing.is_hole(offset, len)
     }
 
-    /// Deallocate `[offset, offset+len)` below the host rules (the copier's hole copy).
-    pub(crate) fn punch(&self, offset: u64, len: u64) -> io::Result<()> {
+    /// Discard `[offset, offset+len)` below the host rules (the copier's hole copy): reads
+    /// zero after; a standard volume keeps the space ([`Backing::punch`]).
+    pub(crate) fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         self.backing.punch(&*self.io, offset, len)
     }
 
@@ -341,6 +354,65 @@ mod tests {
     }
 
     #[test]
+    fn standard_volume_keeps_its_space() {
+        // Every discard (TRIM, WRITE_ZEROES that may trim, the copy of a source hole) reads
+        // back zero; a standard file keeps its blocks, an ese one frees them.
+        for io in engines() {
+            for standard in [true, false] {
+                let dir = tempfile::tempdir().expect("dir");
+                let g = Geometry::Fb { blocks: 4 * 128 }; // 4 tracks
+                let make = |name: &str, thick: bool| {
+                    let b = Backing::create_file(dir.path().join(name), g.size_bytes(), thick).expect("backing");
+                    Volume::new(key(), g, b, Arc::clone(&io)).expect("volume")
+                };
+                let src = make("src", false); // all holes
+                let v = make("v", standard);
+                assert_eq!(v.backing().is_standard(), standard);
+                let size = v.size();
+                v.write(0, &pattern(5, size as usize), false).expect("fill");
+                v.trim(0, TRACK_BYTES).expect("trim");
+                v.write_zeroes(TRACK_BYTES, TRACK_BYTES, true).expect("zero, may trim");
+                src.copy_runs_to(&v, std::slice::from_ref(&(2..3))).expect("copy of a hole");
+                v.discard(3 * TRACK_BYTES, TRACK_BYTES).expect("discard");
+                v.flush().expect("flush");
+                let mut back = vec![1u8; size as usize];
+                v.read(0, &mut back).expect("read");
+                assert!(back.iter().all(|&b| b == 0), "every discarded range reads zero");
+                let alloc = v.allocated_bytes().expect("alloc");
+                if standard {
+                    assert!(alloc >= size, "a standard volume kept {alloc} of {size} bytes");
+                } else {
+                    assert_eq!(alloc, 0, "an ese volume kept blocks of discarded ranges");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn standard_is_restored_and_thin_standard_files_are_allocated_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("v");
+        let len = 4 * TRACK_BYTES;
+        let b = Backing::create_file(&path, len, true).expect("backing");
+        b.write(&SyncEngine, TRACK_BYTES, &pattern(9, 4096)).expect("write");
+        // As an earlier version left it: holes in a standard file.
+        SyncEngine.punch_hole(b.file_fd().expect("file"), 2 * TRACK_BYTES, 2 * TRACK_BYTES).expect("punch");
+        drop(b);
+        let b = Backing::open_file(&path, len).expect("open");
+        assert!(!b.is_standard(), "an opened file is ese until told");
+        assert!(b.allocated_bytes().expect("alloc") < len);
+        b.set_standard(true).expect("standard");
+        assert!(b.is_standard());
+        assert!(b.allocated_bytes().expect("alloc") >= len, "allocated again");
+        let mut back = vec![0u8; 4096];
+        b.read(&SyncEngine, TRACK_BYTES, &mut back).expect("read");
+        assert_eq!(back, pattern(9, 4096), "data kept");
+        b.set_standard(false).expect("ese");
+        b.punch(&SyncEngine, 0, len).expect("punch");
+        assert_eq!(b.allocated_bytes().expect("alloc"), 0);
+    }
+
+    #[test]
     fn backing_too_small_is_refused() {
         let dir = tempfile::tempdir().expect("dir");
         let b = Backing::create_file(dir.path().join("v"), 4096, false).expect("backing");
@@ -409,6 +481,9 @@ mod tests {
         for io in engines() {
             let g = Geometry::Fb { blocks: 2048 }; // 1 MiB
             let b = Backing::device_region(Arc::clone(&dev), 2 << 20, 1 << 20).expect("region");
+            // A device region has no allocation: `standard` changes nothing there.
+            b.set_standard(true).expect("no-op on a device");
+            assert!(!b.is_standard());
             let v = Volume::new(key(), g, b, io).expect("volume");
             assert_eq!(v.block_size(), 4096);
             assert_eq!(v.allocated_bytes().expect("alloc"), 1 << 20);

@@ -1,6 +1,7 @@
 //! The engine's one integration test binary (ripgrep style): modules by subject.
 
 mod fixture;
+mod flash_alloc;
 mod flash_grains;
 mod flash_power;
 mod flash_recovery;

@@ -559,7 +559,6 @@ impl Image {
     /// loss a relationship is `Validation Required`: the order of a COW's target write and
     /// its source write cannot be proven after power loss.
     pub(super) fn restore_flash(&mut self) -> Result<()> {
-        self.restore_allocation();
         let Some(store) = self.flash.store().cloned() else { return Ok(()) };
         let mut changed: std::collections::HashMap<VolumeId, (crate::bitmap::TrackBitmap, bool)> = Default::default();
         let mut rels = Vec::new();
@@ -634,20 +633,6 @@ impl Image {
             self.record.pprc_pairs.iter().filter_map(|p| self.volumes.get(&p.local).map(|v| v.handle())).collect();
         self.flash.hold_journals(&held);
         self.flash.checkpoint()
-    }
-
-    /// Tell each opened volume file its allocation method (the catalog's `-sam`), before
-    /// the copier or a host can discard anything: a standard volume's discards, the copy of
-    /// a source hole included, keep its blocks (`volume::backing`). A standard file thinned
-    /// by an earlier version is allocated again; failing that (a full pool) is logged, not
-    /// fatal: the volume still works, as thin as it was.
-    fn restore_allocation(&self) {
-        for (id, vol) in &self.volumes {
-            let Some(rec) = self.record.volumes.get(id) else { continue };
-            if let Err(e) = vol.backing().set_standard(rec.sam == Sam::Standard) {
-                tracing::warn!("{}: cannot allocate the standard volume fully again: {e}", vol.key());
-            }
-        }
     }
 }
 

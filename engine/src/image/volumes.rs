@@ -310,7 +310,14 @@ impl Image {
             BackingRecord::File { path } => {
                 let path = self.resolve(path);
                 undo_uncommitted_grow(&path, len)?;
-                Backing::open_file(path, len)?
+                let b = Backing::open_file(path, len)?;
+                // Discards of a standard file keep its blocks (volume::backing). One thinned
+                // by an earlier version is allocated again; failing that (a full pool) is
+                // logged, not fatal: the volume works, as thin as it was.
+                if let Err(e) = b.set_standard(rec.sam == Sam::Standard) {
+                    tracing::warn!("{}: cannot allocate the standard volume fully again: {e}", rec.id);
+                }
+                b
             }
             BackingRecord::Device { offset, .. } => {
                 let dev = self

@@ -390,8 +390,18 @@ impl Backing {
         let Place::File { file, .. } = &self.place else { return Ok(()) };
         self.standard.store(standard, Ordering::SeqCst);
         let len = self.len();
-        if !standard || len == 0 || file.metadata()?.blocks() * 512 >= len {
+        if !standard || len == 0 {
             return Ok(());
+        }
+        // A fallocate that meets ENOSPC keeps what it allocated: it would take the pool's
+        // last free bytes (ese volumes there would then fail) and still leave holes. So it
+        // runs only when the missing bytes fit. st_blocks also counts extent-tree blocks and
+        // can hide small holes, so it only estimates what is missing, and the fallocate
+        // always runs (over allocated extents it only walks them).
+        let missing = len.saturating_sub(file.metadata()?.blocks() * 512);
+        let fs = rustix::fs::fstatvfs(file)?;
+        if missing > fs.f_bavail.saturating_mul(fs.f_frsize) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         // Mode 0 allocates only the holes (they keep reading zero); data stays as it is.
         match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {

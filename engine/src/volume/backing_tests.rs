@@ -262,3 +262,63 @@ fn mounted_device_refused() {
     drop(mount);
     DeviceHandle::open(&lo.path).expect("usable after umount");
 }
+
+/// Free bytes of the file system holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let s = rustix::fs::statvfs(path).expect("statvfs");
+    s.f_bavail * s.f_frsize
+}
+
+#[test]
+fn set_standard_allocates_a_hole_the_block_count_hides() {
+    // st_blocks counts extent-tree blocks too: a 1 GiB file (more extents than fit in the
+    // inode) with one 4 KiB hole still shows blocks x 512 >= len.
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("v");
+    let len = 1u64 << 30;
+    let b = Backing::create_file(&path, len, true).expect("backing");
+    SyncEngine.punch_hole(b.file_fd().expect("file"), 512 << 20, 4096).expect("punch");
+    drop(b);
+    let b = Backing::open_file(&path, len).expect("open");
+    b.set_standard(true).expect("standard");
+    let before = b.allocated_bytes().expect("alloc");
+    // Anything set_standard left unallocated, this allocates.
+    let f = File::options().write(true).open(&path).expect("open");
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len).expect("fallocate");
+    assert_eq!(b.allocated_bytes().expect("alloc"), before, "set_standard left a hole");
+}
+
+#[test]
+fn set_standard_that_does_not_fit_takes_no_space() {
+    // A standard file thinned by an earlier version, in a pool whose free space ese volumes
+    // have used since: allocating it again fails, and must not take the pool's last bytes.
+    let Some(lo) = LoopDev::new(64 << 20, 512) else { return };
+    let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&lo.path).output();
+    if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("skip: mkfs.ext4 unavailable or failed: {mkfs:?}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("mount point");
+    if !Command::new("mount").arg(&lo.path).arg(dir.path()).status().is_ok_and(|s| s.success()) {
+        eprintln!("skip: mount failed");
+        return;
+    }
+    let _mount = Mount(dir.path().to_path_buf());
+    let len = 40u64 << 20;
+    let std_path = dir.path().join("std");
+    let b = Backing::create_file(&std_path, len, true).expect("standard");
+    SyncEngine.punch_hole(b.file_fd().expect("file"), 0, 30 << 20).expect("thinned");
+    drop(b);
+    let ese = Backing::create_file(dir.path().join("ese"), len, false).expect("ese");
+    let free = free_bytes(dir.path());
+    ese.write(&SyncEngine, 0, &vec![7u8; (free - (4 << 20)) as usize]).expect("ese data");
+    ese.sync(&SyncEngine).expect("sync");
+    let free = free_bytes(dir.path());
+    assert!(free < 30 << 20, "the holes no longer fit ({free} bytes free)");
+    let b = Backing::open_file(&std_path, len).expect("open");
+    let _ = b.set_standard(true); // open_volume logs a failure and goes on
+    assert!(b.is_standard());
+    assert_eq!(free_bytes(dir.path()), free, "a failed set_standard took the pool's free space");
+    ese.write(&SyncEngine, 36 << 20, &[1u8; 4096]).expect("ese volumes can still write");
+    ese.sync(&SyncEngine).expect("sync");
+}

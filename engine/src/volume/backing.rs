@@ -635,7 +635,13 @@ impl Backing {
         self.check(offset, len)?;
         match &self.place {
             Place::File { file, .. } if self.standard.load(Ordering::SeqCst) => {
-                io.zero_range(file.as_fd(), offset, len)
+                match io.zero_range(file.as_fd(), offset, len) {
+                    // A standard file left thin (its pool was full at open) may need blocks
+                    // to zero in place; a discard must not fail for that: punch instead,
+                    // the range reads zero either way.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => io.punch_hole(file.as_fd(), offset, len),
+                    other => other,
+                }
             }
             Place::File { file, .. } => io.punch_hole(file.as_fd(), offset, len),
             Place::Device { dev, base } => dev.zero_at(io, base + offset, len, true),

@@ -322,3 +322,23 @@ fn set_standard_that_does_not_fit_takes_no_space() {
     ese.write(&SyncEngine, 36 << 20, &[1u8; 4096]).expect("ese volumes can still write");
     ese.sync(&SyncEngine).expect("sync");
 }
+
+#[test]
+fn a_standard_discard_that_cannot_zero_in_place_punches() {
+    // A standard file left thin (a full pool at open) may have no space to zero a range in
+    // place: the discard still succeeds and reads zero, by punching.
+    use crate::io::fault::{FaultEngine, FaultOp, FaultRule};
+    let dir = tempfile::tempdir().expect("dir");
+    let b = Backing::create_file(dir.path().join("v"), 1 << 20, true).expect("standard");
+    let fault = FaultEngine::new(Arc::new(SyncEngine));
+    b.write(&fault, 0, &[9u8; 65536]).expect("data");
+    fault.inject(FaultRule::on_fd(FaultOp::Zero, b.file_fd().expect("file"), libc::ENOSPC));
+    b.punch(&fault, 0, 65536).expect("the discard falls back to a punch");
+    let mut got = vec![1u8; 65536];
+    b.read(&fault, 0, &mut got).expect("read");
+    assert!(got.iter().all(|&x| x == 0), "a discarded range reads zero");
+    // Any other failure still fails the discard.
+    fault.clear_faults();
+    fault.inject(FaultRule::on_fd(FaultOp::Zero, b.file_fd().expect("file"), libc::EIO));
+    assert_eq!(b.punch(&fault, 0, 4096).expect_err("EIO").raw_os_error(), Some(libc::EIO));
+}

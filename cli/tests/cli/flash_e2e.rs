@@ -141,18 +141,7 @@ fn standard_target_stays_allocated_through_dscli_flashcopies() {
     let d = Daemon::start(home.path());
     let img: ImageId = "IBM.2107-75FA120".parse().unwrap();
     d.ok(Request::ImageCreate { id: img.clone() });
-    let dscli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_dscli"))
-            .args(args)
-            .env("FLASHTRACK_HOME", &d.home)
-            .env("HOME", &d.home)
-            .env_remove("FLASHTRACK_DSCLI_PROFILE")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "dscli {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
-        text
-    };
+    let dscli = |args: &[&str]| d.dscli_ok(args);
     const GIB: u64 = 1 << 30;
     let used = |vol: u16| {
         let Reply::Volumes(views) = d.ok(Request::VolumeList { image: img.clone() }) else { panic!() };

@@ -454,19 +454,6 @@ fn pprc_metro_mirror_two_flashd_tcp_qemu_io() {
     metro_mirror_over_nbd(Sites::two(SMALL, &[(0x1000, 0x1100), (0x1001, 0x1101)]), test);
 }
 
-fn dscli(d: &Daemon, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_dscli"))
-        .args(args)
-        .env("FLASHTRACK_HOME", &d.home)
-        .env("HOME", &d.home)
-        .env_remove("FLASHTRACK_DSCLI_PROFILE")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "dscli {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
-    text
-}
-
 /// Task 3: an outage (`chlink -outage on`) in the middle of writes over a Metro Mirror pair
 /// between two flashd: the pair suspends, writes go on and are recorded; after the outage,
 /// resumepprc sends exactly the changed tracks (within 2%) and the volumes are equal.
@@ -483,10 +470,18 @@ fn pprc_outage_mid_writes_then_resume_sends_only_changed_tracks() {
     for (off, data) in &before {
         model[*off as usize..*off as usize + data.len()].copy_from_slice(data);
     }
-    let out = dscli(
-        s.da(),
-        &["-bnr", "off", "chlink", "-dev", &s.a.to_string(), "-remotedev", &s.b.to_string(), "-outage", "on", "10:11"],
-    );
+    let out = s.da().dscli_ok(&[
+        "-bnr",
+        "off",
+        "chlink",
+        "-dev",
+        &s.a.to_string(),
+        "-remotedev",
+        &s.b.to_string(),
+        "-outage",
+        "on",
+        "10:11",
+    ]);
     assert!(out.contains("CMUC90062I"), "chlink: {out}");
     // N distinct tracks written during the outage (partial tracks: whole tracks cross later).
     let tracks: Vec<u64> = (0..48u64).map(|i| i * 5 + 1).collect();

@@ -242,25 +242,39 @@ impl Drop for Mount {
     }
 }
 
-#[test]
-fn mounted_device_refused() {
-    let Some(lo) = LoopDev::new(32 << 20, 512) else { return };
+/// A fresh ext4 on a loop device, mounted on a temporary directory. Fields drop in order:
+/// unmount, then the directory, then the loop device.
+struct MountedExt4 {
+    mount: Mount,
+    dir: tempfile::TempDir,
+    lo: LoopDev,
+}
+
+/// [`MountedExt4`] of `size` bytes (None, with the reason printed, without root, losetup,
+/// mkfs.ext4 or mount).
+fn mounted_ext4(size: u64) -> Option<MountedExt4> {
+    let lo = LoopDev::new(size, 512)?;
     let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&lo.path).output();
     if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
         eprintln!("skip: mkfs.ext4 unavailable or failed: {mkfs:?}");
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().expect("mount point");
     if !Command::new("mount").arg(&lo.path).arg(dir.path()).status().is_ok_and(|s| s.success()) {
         eprintln!("skip: mount failed");
-        return;
+        return None;
     }
-    let mount = Mount(dir.path().to_path_buf());
-    let err = DeviceHandle::open(&lo.path).expect_err("mounted");
+    Some(MountedExt4 { mount: Mount(dir.path().to_path_buf()), dir, lo })
+}
+
+#[test]
+fn mounted_device_refused() {
+    let Some(m) = mounted_ext4(32 << 20) else { return };
+    let err = DeviceHandle::open(&m.lo.path).expect_err("mounted");
     assert_eq!(err.kind, ErrorKind::DeviceMounted, "{err}");
     assert!(err.detail.contains("mounted at"), "{err}");
-    drop(mount);
-    DeviceHandle::open(&lo.path).expect("usable after umount");
+    drop(m.mount);
+    DeviceHandle::open(&m.lo.path).expect("usable after umount");
 }
 
 /// Free bytes of the file system holding `path`.
@@ -292,18 +306,8 @@ fn set_standard_allocates_a_hole_the_block_count_hides() {
 fn set_standard_that_does_not_fit_takes_no_space() {
     // A standard file thinned by an earlier version, in a pool whose free space ese volumes
     // have used since: allocating it again fails, and must not take the pool's last bytes.
-    let Some(lo) = LoopDev::new(64 << 20, 512) else { return };
-    let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&lo.path).output();
-    if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("skip: mkfs.ext4 unavailable or failed: {mkfs:?}");
-        return;
-    }
-    let dir = tempfile::tempdir().expect("mount point");
-    if !Command::new("mount").arg(&lo.path).arg(dir.path()).status().is_ok_and(|s| s.success()) {
-        eprintln!("skip: mount failed");
-        return;
-    }
-    let _mount = Mount(dir.path().to_path_buf());
+    let Some(m) = mounted_ext4(64 << 20) else { return };
+    let dir = &m.dir;
     let len = 40u64 << 20;
     let std_path = dir.path().join("std");
     let b = Backing::create_file(&std_path, len, true).expect("standard");

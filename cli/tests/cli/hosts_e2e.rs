@@ -198,13 +198,7 @@ fn taking_a_volume_away_ends_the_live_session() {
 }
 
 fn dscli(d: &Daemon, args: &[&str]) -> (String, Option<i32>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dscli"))
-        .args(args)
-        .env("FLASHTRACK_HOME", &d.home)
-        .env("HOME", &d.home)
-        .env_remove("FLASHTRACK_DSCLI_PROFILE")
-        .output()
-        .unwrap();
+    let out = d.dscli(args);
     assert!(out.stderr.is_empty(), "dscli wrote to stderr: {}", String::from_utf8_lossy(&out.stderr));
     (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code())
 }

@@ -18,15 +18,20 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Run `dscli ARGS` against this daemon (no profile); it must succeed. Returns stdout.
-    pub fn dscli_ok(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_dscli"))
+    /// Run `dscli ARGS` against this daemon (no profile).
+    pub fn dscli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_dscli"))
             .args(args)
             .env("FLASHTRACK_HOME", &self.home)
             .env("HOME", &self.home)
             .env_remove("FLASHTRACK_DSCLI_PROFILE")
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// [`Daemon::dscli`]; it must succeed. Returns stdout.
+    pub fn dscli_ok(&self, args: &[&str]) -> String {
+        let out = self.dscli(args);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "dscli {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
         text
